@@ -1,0 +1,289 @@
+//! The `acl` agent: ClusterLink's access-control semantics (SPEC §3.1).
+//!
+//! Privileged policies form one index, regular ones one index per namespace. Within an
+//! index the rules are ordered deny (by name) then allow (by name), so the first matching
+//! rule id is exactly what the tiers say: deny beats allow, and among the matches of the
+//! deciding bucket the smallest name wins. Privileged is consulted before regular, then
+//! default deny. Dry-run policies live only in a shadow copy of the tables, consulted
+//! to report what they would have done.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::agent::{Agent, Verdict};
+use crate::attrs::Attrs;
+use crate::context::{Context, Scope};
+use crate::document::{Action, Document, Kind, Spec, Workload};
+use crate::error::{AgentError, DocError};
+use crate::index::{MatchIndex, Rule};
+use crate::selector::Selector;
+use crate::snapshot::Docs;
+
+pub const DEFAULT_DENY: &str = "<default deny>";
+
+#[derive(Debug)]
+pub struct AclRule {
+    pub action: Action,
+    /// `namespace/name`, or `/name` for privileged policies.
+    pub matched_by: Arc<str>,
+    pub privileged: bool,
+}
+
+#[derive(Debug, Default)]
+struct AclIndex {
+    index: MatchIndex,
+    rules: Vec<AclRule>,
+}
+
+impl AclIndex {
+    fn first(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<&AclRule> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        self.index.first_match(src, dst).and_then(|id| self.rules.get(id as usize))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    privileged: AclIndex,
+    by_namespace: FxHashMap<Arc<str>, AclIndex>,
+}
+
+impl Tables {
+    fn evaluate(&self, namespace: &str, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<&AclRule> {
+        self.privileged
+            .first(src, dst)
+            .or_else(|| self.by_namespace.get(namespace).and_then(|t| t.first(src, dst)))
+    }
+}
+
+/// The compiled access policies of a snapshot.
+#[derive(Debug, Default)]
+pub struct AclTables {
+    enforced: Tables,
+    /// Every policy, dry-run ones included; only built when there are dry-run policies.
+    shadow: Option<Tables>,
+    default_deny: Arc<str>,
+}
+
+type Resolve = fn(&[Workload], &FxHashMap<&str, &[Selector]>, &Document, &str) -> Result<Box<[Selector]>, DocError>;
+
+/// An access decision: the rule that decided, or `None` for the default deny.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessDecision<'a> {
+    pub rule: Option<&'a AclRule>,
+}
+
+impl AccessDecision<'_> {
+    pub fn allowed(&self) -> bool {
+        self.rule.is_some_and(|r| r.action == Action::Allow)
+    }
+}
+
+impl AclTables {
+    pub fn build(docs: &Docs, sets: &FxHashMap<&str, &[Selector]>, resolve: Resolve) -> Result<AclTables, DocError> {
+        // (bucket order, rule): deny before allow; docs iterate in name order.
+        let mut privileged: Vec<(Action, Rule, AclRule, bool)> = Vec::new();
+        let mut regular: FxHashMap<Arc<str>, Vec<(Action, Rule, AclRule, bool)>> = FxHashMap::default();
+        let mut any_dry_run = false;
+        for doc in docs.values() {
+            let Spec::Access(spec) = &doc.spec else { continue };
+            let rule = Rule {
+                from: resolve(&spec.from, sets, doc, "spec.from")?,
+                to: resolve(&spec.to, sets, doc, "spec.to")?,
+            };
+            let privileged_kind = doc.key.kind == Kind::PrivilegedAccessPolicy;
+            let acl = AclRule { action: spec.action, matched_by: doc.key.reference().into(), privileged: privileged_kind };
+            any_dry_run |= spec.dry_run;
+            let entry = (spec.action, rule, acl, spec.dry_run);
+            if privileged_kind {
+                privileged.push(entry);
+            } else {
+                regular.entry(doc.key.namespace.clone()).or_default().push(entry);
+            }
+        }
+        let make = |entries: &[(Action, Rule, AclRule, bool)], with_dry_run: bool| -> AclIndex {
+            let mut chosen: Vec<&(Action, Rule, AclRule, bool)> =
+                entries.iter().filter(|e| with_dry_run || !e.3).collect();
+            // Stable: name order is kept within each action.
+            chosen.sort_by_key(|e| e.0 == Action::Allow);
+            let rules = chosen.iter().map(|e| e.1.clone()).collect();
+            let acl = chosen
+                .iter()
+                .map(|e| AclRule { action: e.2.action, matched_by: e.2.matched_by.clone(), privileged: e.2.privileged })
+                .collect();
+            AclIndex { index: MatchIndex::build(rules), rules: acl }
+        };
+        let tables = |with_dry_run: bool| Tables {
+            privileged: make(&privileged, with_dry_run),
+            by_namespace: regular.iter().map(|(ns, e)| (ns.clone(), make(e, with_dry_run))).collect(),
+        };
+        Ok(AclTables {
+            enforced: tables(false),
+            shadow: any_dry_run.then(|| tables(true)),
+            default_deny: DEFAULT_DENY.into(),
+        })
+    }
+
+    /// Decides one source against one destination in `namespace` (regular policies'
+    /// scope), reporting a dry-run deny to the context.
+    pub fn check<'a>(&'a self, cx: &mut Context<'_>, namespace: &str, src: &Attrs<'_>, dst: &Attrs<'_>) -> AccessDecision<'a> {
+        let rule = self.enforced.evaluate(namespace, src, dst);
+        let decision = AccessDecision { rule };
+        if let Some(shadow) = &self.shadow {
+            let would = AccessDecision { rule: shadow.evaluate(namespace, src, dst) };
+            if decision.allowed() && !would.allowed() {
+                let policy = would.rule.map_or_else(|| self.default_deny.clone(), |r| r.matched_by.clone());
+                cx.would_deny(&policy);
+            }
+        }
+        if let Some(r) = rule {
+            cx.note_match(&r.matched_by);
+        }
+        decision
+    }
+
+    pub fn default_deny(&self) -> &Arc<str> {
+        &self.default_deny
+    }
+}
+
+fn kind_of(rule: &AclRule) -> &'static str {
+    if rule.privileged { "PrivilegedAccessPolicy" } else { "AccessPolicy" }
+}
+
+fn describe(rule: Option<&AclRule>) -> String {
+    match rule {
+        Some(r) => format!("{} {}", kind_of(r), r.matched_by.trim_start_matches('/')),
+        None => "no access policy allows it (default deny)".to_owned(),
+    }
+}
+
+pub struct Acl;
+
+impl Agent for Acl {
+    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+        let snapshot = cx.snapshot;
+        let acl = &snapshot.acl;
+        match cx.scope {
+            Scope::Ingress { export, namespace } => {
+                let dst = cx.dst_local(export);
+                let src = cx.src.clone();
+                let d = acl.check(cx, namespace, &src, &dst);
+                Ok(verdict(acl, d, &format!("connection to {}", export.reference)))
+            }
+            Scope::Egress { import } => {
+                let namespace: &str = &import.namespace;
+                let src = cx.src.clone();
+                if let Some(target) = cx.target {
+                    let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &target));
+                    if !d.allowed() {
+                        return Ok(verdict(acl, d, &format!("connection to peer {}", target.name())));
+                    }
+                    if let Some(r) = d.rule {
+                        cx.allow(Some(target.name()), r.matched_by.clone());
+                    }
+                    let fallbacks = cx.fallbacks.clone();
+                    for f in fallbacks {
+                        let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &f));
+                        if !d.allowed() {
+                            cx.remove_peer(f.name());
+                        }
+                    }
+                    return Ok(Verdict::Continue);
+                }
+                let mut first_denial = None;
+                let candidates = cx.candidates.clone();
+                for c in candidates {
+                    let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &c));
+                    match d.rule.filter(|_| d.allowed()) {
+                        Some(r) => cx.allow(Some(c.name()), r.matched_by.clone()),
+                        None => {
+                            first_denial.get_or_insert((c.name().clone(), d));
+                            cx.remove_peer(c.name());
+                        }
+                    }
+                }
+                if cx.candidates.is_empty() {
+                    let import_ref = import.key.reference();
+                    return Ok(match first_denial {
+                        Some((peer, d)) => Verdict::Deny {
+                            reason: format!(
+                                "no source of Import {import_ref} is allowed (peer {peer}: {})",
+                                describe(d.rule)
+                            ),
+                            matched_by: Some(d.rule.map_or_else(|| acl.default_deny().clone(), |r| r.matched_by.clone())),
+                        },
+                        None => Verdict::Deny {
+                            reason: format!("Import {import_ref} has no source peer in the inventory"),
+                            matched_by: Some(acl.default_deny().clone()),
+                        },
+                    });
+                }
+                Ok(Verdict::Continue)
+            }
+            Scope::Expose { export, namespace } => {
+                let dst = cx.dst_local(export);
+                let mut first = None;
+                for peer in &snapshot.peer_order {
+                    if peer.name == snapshot.local_peer {
+                        continue;
+                    }
+                    let mut src = Attrs::new();
+                    src.extend_owned(&peer.attrs);
+                    let d = acl.check(cx, namespace, &src, &dst);
+                    if d.allowed() {
+                        first.get_or_insert(d);
+                        cx.target_peers.push(peer.name.clone());
+                    }
+                }
+                Ok(match first.and_then(|d| d.rule) {
+                    Some(r) => Verdict::Allow { matched_by: Some(r.matched_by.clone()) },
+                    None => Verdict::Deny {
+                        reason: format!("no peer may connect to {} (default deny)", export.reference),
+                        matched_by: Some(acl.default_deny().clone()),
+                    },
+                })
+            }
+            Scope::List { peer } => {
+                let src = cx.src.clone();
+                let mut first = None;
+                let mut services = Vec::new();
+                for (namespace, exports) in &snapshot.exports {
+                    for export in exports.values() {
+                        let d = acl.check(cx, namespace, &src, &cx.dst_local(export));
+                        if d.allowed() {
+                            services.push((export.reference.clone(), d));
+                        }
+                    }
+                }
+                services.sort_by(|a, b| a.0.cmp(&b.0));
+                if let Some((_, d)) = services.first() {
+                    first = d.rule;
+                }
+                cx.services = services.into_iter().map(|(s, _)| s).collect();
+                Ok(match first {
+                    Some(r) => Verdict::Allow { matched_by: Some(r.matched_by.clone()) },
+                    None => Verdict::Deny {
+                        reason: format!("peer {peer} may see no service (default deny)"),
+                        matched_by: Some(acl.default_deny().clone()),
+                    },
+                })
+            }
+            Scope::Closed => Ok(Verdict::Continue),
+        }
+    }
+}
+
+fn verdict(acl: &AclTables, d: AccessDecision<'_>, what: &str) -> Verdict {
+    match d.rule {
+        Some(r) if r.action == Action::Allow => Verdict::Allow { matched_by: Some(r.matched_by.clone()) },
+        Some(r) => Verdict::Deny { reason: format!("{what} denied by {}", describe(Some(r))), matched_by: Some(r.matched_by.clone()) },
+        None => Verdict::Deny {
+            reason: format!("{what} denied: {}", describe(None)),
+            matched_by: Some(acl.default_deny().clone()),
+        },
+    }
+}

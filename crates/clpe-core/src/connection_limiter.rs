@@ -1,0 +1,93 @@
+//! The `connection-limiter` agent (SPEC §3.4): open connections per policy and key tuple.
+//!
+//! On `NewConnection` it reserves a slot of every matching limit (an RAII guard kept in
+//! the shared state: a later deny drops it, an allow moves it into the connection's
+//! record). On `ConnectionClosed` it closes the record, which gives the slots back.
+
+use smallvec::SmallVec;
+
+use crate::agent::{Agent, Verdict};
+use crate::context::{Context, Scope};
+use crate::error::AgentError;
+use crate::event::Event;
+use crate::limits::SlotGuard;
+use crate::rate_limiter::key_values;
+
+pub struct ConnectionLimiter;
+
+impl Agent for ConnectionLimiter {
+    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+        match cx.event {
+            Event::ConnectionClosed(e) => {
+                if !cx.dry_run {
+                    cx.closed = cx.runtime.connections.close(&e.connection_id);
+                }
+                Ok(Verdict::Continue)
+            }
+            Event::NewConnection(_) => reserve(cx),
+            _ => Ok(Verdict::Continue),
+        }
+    }
+}
+
+fn reserve(cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    if cx.snapshot.conn_index.is_empty() {
+        return Ok(Verdict::Continue);
+    }
+    if matches!(cx.scope, Scope::Egress { .. }) && !cx.ensure_target() {
+        return Ok(Verdict::Continue);
+    }
+    let snapshot = cx.snapshot;
+    let runtime = cx.runtime;
+    let Some(dst) = cx.dst_current() else { return Ok(Verdict::Continue) };
+    let mut ids = SmallVec::new();
+    snapshot.conn_index.all_matches(&cx.src, &dst, &mut ids);
+    for id in ids {
+        let Some(p) = snapshot.conn_limits.get(id as usize) else { continue };
+        let mut values: SmallVec<[&str; 4]> = SmallVec::new();
+        key_values(&mut values, &p.spec.key, Some(&cx.src));
+        key_values(&mut values, &p.spec.target_key, Some(&dst));
+        cx.note_match(&p.name);
+        let lease = p.spec.lease_nanos.unwrap_or(runtime.default_lease);
+        let expires = cx.now.plus_nanos(lease);
+        let max = p.spec.max_connections;
+        if cx.dry_run {
+            let full = runtime.counters.current(&p.name, &values) >= max as i64;
+            if full && p.spec.dry_run {
+                cx.would_deny(&p.name);
+            } else if full {
+                return Ok(deny(p.name.clone(), max));
+            }
+            continue;
+        }
+        if p.spec.dry_run {
+            // Evaluated in full (its counter moves) but never denies.
+            let counter = runtime.counters.counter(&p.name, &values);
+            let guard = SlotGuard::take(counter, p.name.clone(), expires);
+            if guard_over(&guard, max) {
+                cx.would_deny(&p.name);
+            }
+            cx.slots.push(guard);
+            continue;
+        }
+        match runtime.counters.try_reserve(&p.name, &values, max, expires) {
+            Some(guard) => cx.slots.push(guard),
+            None => return Ok(deny(p.name.clone(), max)),
+        }
+    }
+    Ok(Verdict::Continue)
+}
+
+fn guard_over(guard: &SlotGuard, max: u64) -> bool {
+    guard.count() > max as i64
+}
+
+fn deny(name: std::sync::Arc<str>, max: u64) -> Verdict {
+    Verdict::Deny {
+        reason: format!(
+            "connection limit ConnectionLimitPolicy {} reached ({max} open connections)",
+            name.trim_start_matches('/')
+        ),
+        matched_by: Some(name),
+    }
+}

@@ -1,0 +1,223 @@
+//! The shared state carried along an event's chain (SPEC §3.5).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::attrs::{Attrs, keys};
+use crate::event::{Decision, Direction, Event, RateLimit, StateView};
+use crate::limits::SlotGuard;
+use crate::names::{PeerName, Time};
+use crate::runtime::Runtime;
+use crate::snapshot::{ExportEntry, ImportEntry, PeerEntry, Snapshot, SourceEntry};
+
+/// A possible target peer of an egress connection: one of the Import's sources.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'s> {
+    pub source: &'s SourceEntry,
+    pub peer: &'s PeerEntry,
+    /// Position among the Import's sources (source order).
+    pub order: usize,
+}
+
+impl Candidate<'_> {
+    pub fn name(&self) -> &PeerName {
+        &self.peer.name
+    }
+}
+
+/// What the event is about, resolved against the inventory.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope<'s> {
+    Ingress { export: &'s ExportEntry, namespace: &'s str },
+    Egress { import: &'s ImportEntry },
+    Expose { export: &'s ExportEntry, namespace: &'s str },
+    List { peer: &'s PeerName },
+    Closed,
+}
+
+/// An allow recorded by an agent: for one candidate (egress) or the whole event.
+#[derive(Clone, Debug)]
+pub struct AllowMark {
+    pub peer: Option<PeerName>,
+    pub matched_by: Arc<str>,
+    pub agent: Arc<str>,
+}
+
+pub struct Context<'s> {
+    pub snapshot: &'s Snapshot,
+    pub runtime: &'s Runtime,
+    pub event: &'s Event,
+    pub scope: Scope<'s>,
+    pub now: Time,
+    /// `?dryRun=true`: decide without consuming limits or counting.
+    pub dry_run: bool,
+    /// The source side's attributes.
+    pub src: Attrs<'s>,
+    /// Egress: the peers still possible, in source order.
+    pub candidates: SmallVec<[Candidate<'s>; 4]>,
+    /// Egress: the chosen peer, and the ordered peers to fail over to.
+    pub target: Option<Candidate<'s>>,
+    pub fallbacks: SmallVec<[Candidate<'s>; 4]>,
+    /// ExposeService / ServiceListRequest answers.
+    pub target_peers: Vec<PeerName>,
+    pub services: Vec<String>,
+    pub decision: Option<Decision>,
+    pub rate_limit: Option<u64>,
+    /// Limiter slots held for this connection: given back when dropped uncommitted.
+    pub slots: Vec<SlotGuard>,
+    /// The smallest `leaseSeconds` asked by a limit that holds this connection.
+    pub lease: Option<u64>,
+    pub annotations: BTreeMap<String, String>,
+    pub connection_id: Option<Arc<str>>,
+    /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
+    pub closed: Option<crate::limits::Connection>,
+    pub(crate) allows: SmallVec<[AllowMark; 2]>,
+    pub(crate) current_agent: Arc<str>,
+    /// Policies that matched in the current agent (trace only).
+    pub(crate) matched: Vec<Arc<str>>,
+    pub(crate) would_deny: Vec<(Arc<str>, Arc<str>)>,
+    pub(crate) explain: bool,
+}
+
+impl<'s> Context<'s> {
+    pub fn direction(&self) -> Option<Direction> {
+        match self.scope {
+            Scope::Ingress { .. } => Some(Direction::Ingress),
+            Scope::Egress { .. } => Some(Direction::Egress),
+            _ => None,
+        }
+    }
+
+    /// The destination side's attributes for an ingress connection or an exposed service
+    /// (the local Export on the local peer).
+    pub fn dst_local(&self, export: &'s ExportEntry) -> Attrs<'s> {
+        let mut a = Attrs::new();
+        a.extend_owned(&export.attrs);
+        a.extend_owned(self.snapshot.local_attrs());
+        a
+    }
+
+    /// The destination side's attributes for an egress candidate.
+    pub fn dst_candidate(&self, import: &'s ImportEntry, c: &Candidate<'s>) -> Attrs<'s> {
+        let mut a = Attrs::new();
+        a.extend_owned(&c.source.attrs);
+        a.extend_owned(&import.label_attrs);
+        a.extend_owned(&c.peer.attrs);
+        a
+    }
+
+    /// The destination attributes of the connection as it stands: the chosen target on
+    /// egress (the limits' view), the local export on ingress.
+    pub fn dst_current(&self) -> Option<Attrs<'s>> {
+        match self.scope {
+            Scope::Ingress { export, .. } => Some(self.dst_local(export)),
+            Scope::Egress { import } => self.target.as_ref().map(|t| self.dst_candidate(import, t)),
+            _ => None,
+        }
+    }
+
+    /// Egress: makes sure a target is chosen, taking the first candidate when no balancer
+    /// chose one (the rest become the fallbacks). Returns whether there is a target.
+    pub fn ensure_target(&mut self) -> bool {
+        if self.target.is_some() {
+            return true;
+        }
+        if self.candidates.is_empty() {
+            return false;
+        }
+        let first = self.candidates.remove(0);
+        let (reachable, unreachable): (SmallVec<[Candidate<'s>; 4]>, SmallVec<[Candidate<'s>; 4]>) =
+            self.candidates.iter().copied().partition(|c| c.peer.reachable);
+        self.candidates.insert(0, first);
+        self.fallbacks = reachable.into_iter().chain(unreachable).collect();
+        self.target = Some(first);
+        true
+    }
+
+    /// Removes a peer from the candidates, the fallbacks and the target; when it was the
+    /// target, the next fallback takes its place.
+    pub fn remove_peer(&mut self, peer: &PeerName) {
+        self.candidates.retain(|c| c.name() != peer);
+        self.fallbacks.retain(|c| c.name() != peer);
+        if self.target.as_ref().is_some_and(|t| t.name() == peer) {
+            self.target = if self.fallbacks.is_empty() { None } else { Some(self.fallbacks.remove(0)) };
+        }
+    }
+
+    /// Records that the current agent allows `peer` (or the event, with `None`) by a policy.
+    pub fn allow(&mut self, peer: Option<&PeerName>, matched_by: Arc<str>) {
+        self.allows.push(AllowMark { peer: peer.cloned(), matched_by, agent: self.current_agent.clone() });
+    }
+
+    /// Notes a policy that matched, for the trace.
+    pub fn note_match(&mut self, policy: &Arc<str>) {
+        if self.explain {
+            self.matched.push(policy.clone());
+        }
+    }
+
+    /// A dry-run policy would have denied.
+    pub fn would_deny(&mut self, policy: &Arc<str>) {
+        self.would_deny.push((self.current_agent.clone(), policy.clone()));
+    }
+
+    pub fn is_explaining(&self) -> bool {
+        self.explain
+    }
+
+    /// A pseudo-random number, reproducible for a given seed and sequence of decisions.
+    pub fn random(&self) -> u64 {
+        self.runtime.random()
+    }
+
+    pub fn view(&self) -> StateView {
+        StateView {
+            candidates: self.candidates.iter().map(|c| c.name().clone()).collect(),
+            target: self.target.as_ref().map(|t| t.name().clone()),
+            fallbacks: self.fallbacks.iter().map(|c| c.name().clone()).collect(),
+            decision: self.decision,
+            rate_limit: self.rate_limit.map(|b| RateLimit { bits_per_second: b }),
+        }
+    }
+
+    /// The source attribute a key names (`client.clusterlink.net/service`, ...).
+    pub fn src_value(&self, key: &str) -> Option<&'s str> {
+        self.src.get(key)
+    }
+}
+
+/// Builds the source attributes of an event (SPEC §2's table).
+pub(crate) fn source_attrs<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Attrs<'s> {
+    let mut a = Attrs::new();
+    match event {
+        Event::NewConnection(e) => {
+            if let Some(s) = &e.src_service {
+                a.push(keys::CLIENT_SERVICE, s.as_str());
+            }
+            match e.direction {
+                Direction::Ingress => {
+                    if let Some(p) = &e.src_peer {
+                        peer_side(snapshot, p, &mut a);
+                    }
+                }
+                Direction::Egress => a.extend_owned(snapshot.local_attrs()),
+            }
+            for (k, v) in &e.src_attributes {
+                a.push(k, v);
+            }
+        }
+        Event::ServiceListRequest(e) => peer_side(snapshot, &e.src_peer, &mut a),
+        Event::ExposeService(_) | Event::ConnectionClosed(_) => {}
+    }
+    a
+}
+
+/// A remote peer as a source: its inventory attributes, or just its name when unknown.
+pub(crate) fn peer_side<'s>(snapshot: &'s Snapshot, peer: &'s PeerName, a: &mut Attrs<'s>) {
+    match snapshot.peers.get(peer) {
+        Some(entry) => a.extend_owned(&entry.attrs),
+        None => a.push(keys::PEER_NAME, peer.as_str()),
+    }
+}

@@ -1,0 +1,606 @@
+//! The engine: the event manager, the policy dispatcher and the operator's entry points.
+//!
+//! Writers (apply, delete) are serialised; each builds a whole new [`Snapshot`] off the
+//! hot path and swaps it in. Readers (decisions) load the current snapshot without
+//! locking and run the event's chain against it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::agent::{Agent, AgentLoader, Outcome, Verdict};
+use crate::context::{Candidate, Context, Scope, source_attrs};
+use crate::document::{DocKey, Document, FailureMode, parse_value};
+use crate::error::{ApplyError, EventError};
+use crate::event::{Decision, Direction, Event, EventType, RateLimit, Response, TraceEntry, WouldDeny};
+use crate::monitor::{Monitor, MonitorAgent};
+use crate::names::{AgentName, PeerName, Time};
+use crate::runtime::Runtime;
+use crate::snapshot::{BuildEnv, BuildError, Docs, Snapshot, build};
+
+/// A monotonic clock reading in nanoseconds, for latency metrics. The core never reads
+/// a clock itself: the host passes one in (or none, and latencies are not measured).
+pub type Ticker = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// The engine's own peer (`local_peer`): the source peer on egress, the destination
+    /// peer on ingress.
+    pub local_peer: PeerName,
+    /// Seeds `random` and `weighted` balancing, so runs can be reproduced.
+    pub seed: u64,
+    /// The lease of connections held by no limit policy, seconds.
+    pub default_lease_secs: u64,
+    /// Decision-log entries kept (0: no log).
+    pub decision_log: usize,
+    pub ticker: Option<Ticker>,
+    pub loader: Option<Arc<dyn AgentLoader>>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            local_peer: PeerName::from("local"),
+            seed: 0,
+            default_lease_secs: 3600,
+            decision_log: 1024,
+            ticker: None,
+            loader: None,
+        }
+    }
+}
+
+/// Per-call options of a decision.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecideOptions {
+    /// Attach the trace.
+    pub explain: bool,
+    /// Decide without consuming limits or counting (`?dryRun=true`).
+    pub dry_run: bool,
+}
+
+/// A change a batch makes, handed to the durable store before the swap.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Put(Arc<Document>),
+    Delete(DocKey),
+}
+
+/// What a successful batch did, document by document.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Applied {
+    pub revision: u64,
+    /// `(document, "created" | "configured" | "unchanged" | "deleted")`.
+    pub results: Vec<(String, &'static str)>,
+}
+
+/// The default subscriptions of SPEC §2.
+pub const DEFAULT_SUBSCRIPTIONS: [(EventType, &str, u32); 11] = [
+    (EventType::NewConnection, "acl", 0),
+    (EventType::NewConnection, "lb", 1),
+    (EventType::NewConnection, "connection-limiter", 2),
+    (EventType::NewConnection, "rate-limiter", 3),
+    (EventType::NewConnection, "monitor", 4),
+    (EventType::ExposeService, "acl", 0),
+    (EventType::ExposeService, "monitor", 1),
+    (EventType::ServiceListRequest, "acl", 0),
+    (EventType::ServiceListRequest, "monitor", 1),
+    (EventType::ConnectionClosed, "connection-limiter", 0),
+    (EventType::ConnectionClosed, "monitor", 1),
+];
+
+pub fn default_subscriptions() -> Vec<Document> {
+    DEFAULT_SUBSCRIPTIONS
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (event, agent, priority))| {
+            let value = serde_json::json!({
+                "kind": "Subscription",
+                "metadata": {"name": format!("{}-{agent}", event.kebab())},
+                "spec": {"event": event.as_str(), "agent": agent, "priority": priority},
+            });
+            parse_value(value, i + 1).ok()
+        })
+        .collect()
+}
+
+pub struct Engine {
+    snapshot: ArcSwap<Snapshot>,
+    writer: Mutex<()>,
+    runtime: Arc<Runtime>,
+    monitor: Arc<Monitor>,
+    builtins: Vec<(AgentName, Arc<dyn Agent>)>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("local_peer", &self.config.local_peer).finish()
+    }
+}
+
+impl Engine {
+    /// A new engine holding the default subscriptions and nothing else.
+    pub fn new(config: EngineConfig) -> Engine {
+        let engine = Engine::empty(config);
+        let defaults = default_subscriptions();
+        // The defaults only name built-in agents: this cannot fail.
+        let _ = engine.apply(defaults);
+        engine
+    }
+
+    /// An engine rebuilt from stored documents (no defaults added).
+    pub fn restore(config: EngineConfig, docs: Vec<Document>, revision: u64) -> Result<Engine, ApplyError> {
+        let engine = Engine::empty(config);
+        let mut all = Docs::new();
+        for d in docs {
+            all.insert(d.key.clone(), Arc::new(d));
+        }
+        let snapshot = engine.build(all, revision, &[]).map_err(|(e, _)| e)?;
+        engine.snapshot.store(Arc::new(snapshot));
+        Ok(engine)
+    }
+
+    fn empty(config: EngineConfig) -> Engine {
+        let runtime = Arc::new(Runtime::new(config.seed, config.default_lease_secs.saturating_mul(1_000_000_000)));
+        let monitor = Arc::new(Monitor::new(config.decision_log));
+        let builtins: Vec<(AgentName, Arc<dyn Agent>)> = vec![
+            (AgentName::from("acl"), Arc::new(crate::acl::Acl)),
+            (AgentName::from("lb"), Arc::new(crate::lb::LoadBalancer)),
+            (AgentName::from("connection-limiter"), Arc::new(crate::connection_limiter::ConnectionLimiter)),
+            (AgentName::from("rate-limiter"), Arc::new(crate::rate_limiter::RateLimiter)),
+            (AgentName::from("monitor"), Arc::new(MonitorAgent(monitor.clone()))),
+        ];
+        let empty = Snapshot::empty(&config.local_peer);
+        Engine {
+            snapshot: ArcSwap::from_pointee(empty),
+            writer: Mutex::new(()),
+            runtime,
+            monitor,
+            builtins,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.monitor
+    }
+
+    /// The monitor's metrics as Prometheus text.
+    pub fn metrics(&self) -> String {
+        self.monitor.render(&self.runtime)
+    }
+
+    fn build(&self, docs: Docs, revision: u64, batch: &[DocKey]) -> Result<Snapshot, (ApplyError, ())> {
+        let prev = self.snapshot.load();
+        let env = BuildEnv {
+            local_peer: &self.config.local_peer,
+            builtins: &self.builtins,
+            loader: self.config.loader.as_deref(),
+            peer_counters: &self.runtime.peer_counters,
+        };
+        build(docs, revision, Some(&prev), &env).map_err(|e| {
+            let err = match e {
+                BuildError::Conflict(d) => ApplyError::Conflict(d),
+                // A document outside the batch broken by it: the batch conflicts.
+                BuildError::Invalid(d) if !batch.iter().any(|k| k.to_string() == d.document) && !batch.is_empty() => {
+                    ApplyError::Conflict(d)
+                }
+                BuildError::Invalid(d) => ApplyError::Invalid(vec![d]),
+            };
+            (err, ())
+        })
+    }
+
+    /// Applies a batch, all or nothing.
+    pub fn apply(&self, docs: Vec<Document>) -> Result<Applied, ApplyError> {
+        self.apply_with(docs, |_| Ok(()))
+    }
+
+    /// Applies a batch; `commit` makes it durable before it takes effect (an `Err` from
+    /// it changes nothing).
+    pub fn apply_with(
+        &self,
+        docs: Vec<Document>,
+        commit: impl FnOnce(&[Change]) -> Result<(), String>,
+    ) -> Result<Applied, ApplyError> {
+        let _writer = self.writer.lock();
+        let current = self.snapshot.load_full();
+        let mut next = current.docs.clone();
+        let mut results = Vec::new();
+        let mut changes = Vec::new();
+        let mut keys = Vec::new();
+        for doc in docs {
+            let name = doc.key.to_string();
+            let status = match next.get(&doc.key) {
+                None => "created",
+                Some(old) if old.raw == doc.raw => "unchanged",
+                Some(_) => "configured",
+            };
+            // A later document of the batch with the same name wins.
+            results.retain(|(n, _)| *n != name);
+            results.push((name, status));
+            keys.push(doc.key.clone());
+            let doc = Arc::new(doc);
+            changes.retain(|c| !matches!(c, Change::Put(d) if d.key == doc.key));
+            if status != "unchanged" {
+                changes.push(Change::Put(doc.clone()));
+            }
+            next.insert(doc.key.clone(), doc);
+        }
+        self.commit(current, next, &keys, changes, results, commit)
+    }
+
+    pub fn delete(&self, keys: &[DocKey]) -> Result<Applied, ApplyError> {
+        self.delete_with(keys, |_| Ok(()))
+    }
+
+    /// Deletes documents, all or nothing; unknown ones are an error.
+    pub fn delete_with(
+        &self,
+        keys: &[DocKey],
+        commit: impl FnOnce(&[Change]) -> Result<(), String>,
+    ) -> Result<Applied, ApplyError> {
+        let _writer = self.writer.lock();
+        let current = self.snapshot.load_full();
+        let mut next = current.docs.clone();
+        let mut results = Vec::new();
+        let mut changes = Vec::new();
+        for key in keys {
+            if next.remove(key).is_none() {
+                return Err(ApplyError::NotFound(crate::error::DocError {
+                    document: key.to_string(),
+                    field: String::new(),
+                    message: "no such document".into(),
+                }));
+            }
+            results.push((key.to_string(), "deleted"));
+            changes.push(Change::Delete(key.clone()));
+        }
+        self.commit(current, next, &[], changes, results, commit)
+    }
+
+    fn commit(
+        &self,
+        current: Arc<Snapshot>,
+        next: Docs,
+        batch: &[DocKey],
+        changes: Vec<Change>,
+        results: Vec<(String, &'static str)>,
+        commit: impl FnOnce(&[Change]) -> Result<(), String>,
+    ) -> Result<Applied, ApplyError> {
+        let revision = if changes.is_empty() { current.revision } else { current.revision + 1 };
+        let snapshot = if changes.is_empty() {
+            None
+        } else {
+            let batch_or_delete: Vec<DocKey> = batch.to_vec();
+            Some(self.build(next, revision, &batch_or_delete).map_err(|(e, _)| e)?)
+        };
+        if let Some(snapshot) = snapshot {
+            commit(&changes).map_err(ApplyError::Store)?;
+            self.snapshot.store(Arc::new(snapshot));
+        }
+        Ok(Applied { revision, results })
+    }
+
+    /// Decides one event. An `Err` means the event itself is malformed; a deny is an `Ok`.
+    pub fn decide(&self, event: &Event, now: Time, opts: DecideOptions) -> Result<Response, EventError> {
+        event.check()?;
+        let start = self.config.ticker.as_ref().map(|t| t());
+        let snapshot = self.snapshot.load();
+        Ok(self.run(&snapshot, event, now, opts, start))
+    }
+
+    fn run(&self, snapshot: &Snapshot, event: &Event, now: Time, opts: DecideOptions, start: Option<u64>) -> Response {
+        let runtime: &Runtime = &self.runtime;
+        if matches!(event, Event::NewConnection(_)) && !opts.dry_run {
+            runtime.connections.expire(now);
+        }
+        let chain = snapshot.chain(event.event_type());
+        let scope = match resolve(snapshot, event) {
+            Ok(scope) => scope,
+            Err(reason) => {
+                let response = unresolved(event, reason);
+                self.observe(chain, event, &response, opts, start, &[], &[], None, now);
+                return response;
+            }
+        };
+        let mut cx = Context {
+            snapshot,
+            runtime,
+            event,
+            scope,
+            now,
+            dry_run: opts.dry_run,
+            src: source_attrs(snapshot, event),
+            candidates: Default::default(),
+            target: None,
+            fallbacks: Default::default(),
+            target_peers: Vec::new(),
+            services: Vec::new(),
+            decision: None,
+            rate_limit: None,
+            slots: Vec::new(),
+            lease: None,
+            annotations: Default::default(),
+            connection_id: match event {
+                Event::NewConnection(e) => e.connection_id.clone(),
+                _ => None,
+            },
+            closed: None,
+            allows: Default::default(),
+            current_agent: "".into(),
+            matched: Vec::new(),
+            would_deny: Vec::new(),
+            explain: opts.explain,
+        };
+        if let Scope::Egress { import } = scope {
+            cx.candidates = import
+                .sources
+                .iter()
+                .enumerate()
+                .filter_map(|(order, source)| {
+                    let peer = source.peer.as_deref()?;
+                    (peer.name != snapshot.local_peer).then_some(Candidate { source, peer, order })
+                })
+                .collect();
+        }
+        let mut trace = opts.explain.then(Vec::new);
+        let mut timings: smallvec::SmallVec<[(Arc<str>, u64); 6]> = smallvec::SmallVec::new();
+        let mut failures: smallvec::SmallVec<[Arc<str>; 1]> = smallvec::SmallVec::new();
+        let mut denial: Option<(String, Option<Arc<str>>, Arc<str>)> = None;
+        let ticker = self.config.ticker.as_deref();
+        for link in chain {
+            cx.current_agent = link.agent_name.clone();
+            let saw = trace.as_ref().map(|_| cx.view());
+            let t0 = ticker.map(|t| t());
+            let result = link.agent.decide(&mut cx);
+            if let (Some(t), Some(t0)) = (ticker, t0) {
+                timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
+            }
+            let (outcome, detail) = match result {
+                Ok(Verdict::Continue) => ("continue", String::new()),
+                Ok(Verdict::Allow { matched_by }) => {
+                    cx.decision = Some(Decision::Allow);
+                    if let Some(m) = matched_by {
+                        cx.allow(None, m);
+                    }
+                    ("allow", String::new())
+                }
+                Ok(Verdict::Deny { reason, matched_by }) => {
+                    cx.decision = Some(Decision::Deny);
+                    denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
+                    ("deny", reason)
+                }
+                Err(e) => {
+                    failures.push(link.agent_name.clone());
+                    match link.failure_mode {
+                        FailureMode::Closed => {
+                            let reason = format!("agent {} failed: {e} (failure mode closed)", link.agent_name);
+                            cx.decision = Some(Decision::Deny);
+                            denial = Some((reason.clone(), None, link.agent_name.clone()));
+                            ("failed", reason)
+                        }
+                        FailureMode::Open => ("skipped", format!("agent {} failed: {e} (failure mode open)", link.agent_name)),
+                    }
+                }
+            };
+            if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
+                let would_deny = cx
+                    .would_deny
+                    .iter()
+                    .filter(|(a, _)| *a == link.agent_name)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                trace.push(TraceEntry {
+                    agent: link.agent_name.clone(),
+                    subscription: link.subscription.clone(),
+                    priority: link.priority,
+                    outcome: outcome.to_owned(),
+                    saw,
+                    left: cx.view(),
+                    matched: std::mem::take(&mut cx.matched),
+                    would_deny,
+                    detail,
+                });
+            }
+            if denial.is_some() {
+                break;
+            }
+        }
+        // Stitch: an allowed egress connection needs a target.
+        if denial.is_none() {
+            if let Scope::Egress { import } = scope {
+                if !cx.ensure_target() {
+                    denial = Some((
+                        format!("no candidate peer left for Import {}", import.key.reference()),
+                        None,
+                        "".into(),
+                    ));
+                }
+            }
+        }
+        let mut response = self.respond(&mut cx, denial, opts);
+        response.trace = trace;
+        let closed = cx.closed.take();
+        drop(cx);
+        self.observe(chain, event, &response, opts, start, &timings, &failures, closed.as_ref(), now);
+        response
+    }
+
+    fn respond(&self, cx: &mut Context<'_>, denial: Option<(String, Option<Arc<str>>, Arc<str>)>, opts: DecideOptions) -> Response {
+        let event_type = cx.event.event_type();
+        let would_deny = cx.would_deny.iter().map(|(a, p)| WouldDeny { agent: a.clone(), policy: p.clone() }).collect();
+        let mut r = Response {
+            decision: Decision::Allow,
+            target_peer: None,
+            fallback_peers: None,
+            target_peers: None,
+            services: None,
+            rate_limit: None,
+            connection_id: None,
+            matched_by: None,
+            decided_by: None,
+            reason: String::new(),
+            would_deny,
+            annotations: std::mem::take(&mut cx.annotations),
+            trace: None,
+        };
+        match event_type {
+            EventType::ExposeService => r.target_peers = Some(Vec::new()),
+            EventType::ServiceListRequest => r.services = Some(Vec::new()),
+            _ => {}
+        }
+        if let Some((reason, matched_by, agent)) = denial {
+            r.decision = Decision::Deny;
+            r.reason = reason;
+            r.matched_by = matched_by;
+            r.decided_by = (!agent.is_empty()).then_some(agent);
+            if let Event::NewConnection(e) = cx.event {
+                if e.direction == Direction::Egress {
+                    r.fallback_peers = Some(Vec::new());
+                }
+            }
+            return r; // the reserved slots drop with the context: nothing leaks
+        }
+        let target = cx.target.map(|t| t.name().clone());
+        let mark = match &target {
+            Some(t) => cx.allows.iter().find(|m| m.peer.as_ref() == Some(t)).or_else(|| cx.allows.iter().find(|m| m.peer.is_none())),
+            None => cx.allows.iter().find(|m| m.peer.is_none()),
+        };
+        if let Some(m) = mark {
+            r.matched_by = Some(m.matched_by.clone());
+            r.decided_by = Some(m.agent.clone());
+        }
+        r.reason = match &r.matched_by {
+            Some(m) => format!("allowed by {m} ({})", r.decided_by.as_deref().unwrap_or("")),
+            None => "allowed: no agent denied".to_owned(),
+        };
+        match cx.event {
+            Event::NewConnection(e) => {
+                r.rate_limit = cx.rate_limit.map(|b| RateLimit { bits_per_second: b });
+                if e.direction == Direction::Egress {
+                    r.fallback_peers = Some(cx.fallbacks.iter().map(|c| c.name().clone()).collect());
+                    r.target_peer = target;
+                }
+                if !opts.dry_run {
+                    let id = cx.connection_id.clone().unwrap_or_else(|| self.runtime.connection_id());
+                    let peer = cx.target.map(|t| (t.peer.name.clone(), t.peer.open.clone()));
+                    let slots = std::mem::take(&mut cx.slots);
+                    let expires = cx.now.plus_nanos(self.runtime.default_lease);
+                    let service = e.src_service.as_ref().map(|s| Arc::from(s.as_str()));
+                    self.runtime.connections.admit(id.clone(), peer, service, slots, expires);
+                    r.connection_id = Some(id);
+                } else {
+                    r.connection_id = cx.connection_id.clone();
+                }
+            }
+            Event::ExposeService(_) => {
+                let mut peers = std::mem::take(&mut cx.target_peers);
+                peers.sort();
+                peers.dedup();
+                r.target_peers = Some(peers);
+            }
+            Event::ServiceListRequest(_) => {
+                let mut services = std::mem::take(&mut cx.services);
+                services.sort();
+                services.dedup();
+                r.services = Some(services);
+            }
+            Event::ConnectionClosed(_) => r.reason = "acknowledged".to_owned(),
+        }
+        r
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site; the pieces of one outcome")]
+    fn observe(
+        &self,
+        chain: &[crate::snapshot::Link],
+        event: &Event,
+        response: &Response,
+        opts: DecideOptions,
+        start: Option<u64>,
+        timings: &[(Arc<str>, u64)],
+        failures: &[Arc<str>],
+        closed: Option<&crate::limits::Connection>,
+        now: Time,
+    ) {
+        if opts.dry_run {
+            return;
+        }
+        let chain_nanos = match (self.config.ticker.as_deref(), start) {
+            (Some(t), Some(s)) => Some(t().saturating_sub(s)),
+            _ => None,
+        };
+        let outcome = Outcome { event, response, agent_nanos: timings, failures, chain_nanos, closed, now };
+        for link in chain {
+            link.agent.observe(&outcome);
+        }
+    }
+}
+
+/// Resolves what the event is about against the inventory; `Err` names what is missing.
+fn resolve<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Result<Scope<'s>, String> {
+    match event {
+        Event::NewConnection(e) => {
+            let ns = e.dst_namespace.as_ref().map_or("default", |n| n.as_str());
+            match e.direction {
+                Direction::Ingress => match snapshot.exports.get(ns).and_then(|m| m.get(e.dst_service.as_str())) {
+                    Some(export) => Ok(Scope::Ingress { export, namespace: ns }),
+                    None => Err(format!("service {ns}/{} is not exported here (no Export)", e.dst_service)),
+                },
+                Direction::Egress => match snapshot.import(ns, e.dst_service.as_str()) {
+                    Some(import) => Ok(Scope::Egress { import }),
+                    None => Err(format!("service {ns}/{} is not imported here (no Import)", e.dst_service)),
+                },
+            }
+        }
+        Event::ExposeService(e) => {
+            let ns = e.namespace.as_ref().map_or("default", |n| n.as_str());
+            match snapshot.export(ns, e.service.as_str()) {
+                Some(export) => Ok(Scope::Expose { export, namespace: ns }),
+                None => Err(format!("service {ns}/{} is not exported here (no Export)", e.service)),
+            }
+        }
+        Event::ServiceListRequest(e) => Ok(Scope::List { peer: &e.src_peer }),
+        Event::ConnectionClosed(_) => Ok(Scope::Closed),
+    }
+}
+
+fn unresolved(event: &Event, reason: String) -> Response {
+    let mut r = Response {
+        decision: Decision::Deny,
+        target_peer: None,
+        fallback_peers: None,
+        target_peers: None,
+        services: None,
+        rate_limit: None,
+        connection_id: None,
+        matched_by: Some(crate::acl::DEFAULT_DENY.into()),
+        decided_by: None,
+        reason,
+        would_deny: Vec::new(),
+        annotations: Default::default(),
+        trace: None,
+    };
+    match event {
+        Event::NewConnection(e) if e.direction == Direction::Egress => r.fallback_peers = Some(Vec::new()),
+        Event::ExposeService(_) => r.target_peers = Some(Vec::new()),
+        _ => {}
+    }
+    r
+}

@@ -1,0 +1,328 @@
+//! The `monitor` agent (SPEC §3.7): counts every event and decision, measures latency,
+//! tracks bytes of closed connections, keeps a bounded decision log, renders it all as
+//! Prometheus text.
+//!
+//! Counters live in per-thread shards (a thread always uses the same shard), so two
+//! threads deciding at once never wait on each other; the log is taken with `try_lock`
+//! and an entry that would have to wait is dropped and counted instead.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use crate::agent::{Agent, Outcome, Verdict};
+use crate::context::Context;
+use crate::error::AgentError;
+use crate::event::{Decision, Event, EventType, Response};
+use crate::names::Time;
+use crate::runtime::Runtime;
+
+const SHARDS: usize = 16;
+
+/// Histogram upper bounds, nanoseconds: fine enough for sub-microsecond decisions.
+const BOUNDS: [u64; 20] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000, 100_000_000, 1_000_000_000,
+];
+
+#[derive(Clone, Default)]
+struct Histogram {
+    buckets: [u64; BOUNDS.len()],
+    count: u64,
+    sum_nanos: u64,
+}
+
+impl Histogram {
+    fn record(&mut self, nanos: u64) {
+        if let Some(i) = BOUNDS.iter().position(|b| nanos <= *b) {
+            if let Some(b) = self.buckets.get_mut(i) {
+                *b += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_nanos = self.sum_nanos.saturating_add(nanos);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum_nanos = self.sum_nanos.saturating_add(other.sum_nanos);
+    }
+}
+
+type DecisionKey = (EventType, Decision, Option<Arc<str>>, Option<Arc<str>>);
+
+#[derive(Default)]
+struct Shard {
+    events: [u64; 4],
+    decisions: FxHashMap<DecisionKey, u64>,
+    chain: Histogram,
+    agents: FxHashMap<Arc<str>, Histogram>,
+    failures: FxHashMap<Arc<str>, u64>,
+    would_deny: FxHashMap<(Arc<str>, Arc<str>), u64>,
+    /// (source service, target peer) → (bytes sent, bytes received, closes).
+    bytes: FxHashMap<(Arc<str>, Arc<str>), (u64, u64, u64)>,
+}
+
+/// One entry of the decision log.
+#[derive(Clone, Debug, Serialize)]
+pub struct LogEntry {
+    pub seq: u64,
+    /// Nanoseconds since the Unix epoch, on the engine's clock.
+    pub time: u64,
+    pub event: Event,
+    pub response: Response,
+}
+
+pub struct Monitor {
+    shards: Box<[Mutex<Shard>]>,
+    log: Mutex<VecDeque<LogEntry>>,
+    log_capacity: usize,
+    log_seq: AtomicU64,
+    log_dropped: AtomicU64,
+}
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn my_shard() -> usize {
+    SHARD.with(|s| {
+        let mut v = s.get();
+        if v == usize::MAX {
+            v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(v);
+        }
+        v
+    })
+}
+
+impl Monitor {
+    pub fn new(log_capacity: usize) -> Monitor {
+        Monitor {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            log: Mutex::new(VecDeque::with_capacity(log_capacity.min(1 << 16))),
+            log_capacity,
+            log_seq: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a settled decision (called by the engine when the monitor observes).
+    pub fn record(&self, outcome: &Outcome<'_>, now: Time) {
+        let et = outcome.event.event_type();
+        let r = outcome.response;
+        if let Some(shard) = self.shards.get(my_shard()) {
+            let mut s = shard.lock();
+            if let Some(c) = s.events.get_mut(et.index()) {
+                *c += 1;
+            }
+            *s.decisions.entry((et, r.decision, r.decided_by.clone(), r.matched_by.clone())).or_default() += 1;
+            if let Some(n) = outcome.chain_nanos {
+                s.chain.record(n);
+            }
+            for (agent, n) in outcome.agent_nanos {
+                match s.agents.get_mut(agent) {
+                    Some(h) => h.record(*n),
+                    None => {
+                        let mut h = Histogram::default();
+                        h.record(*n);
+                        s.agents.insert(agent.clone(), h);
+                    }
+                }
+            }
+            for agent in outcome.failures {
+                *s.failures.entry(agent.clone()).or_default() += 1;
+            }
+            for w in &r.would_deny {
+                *s.would_deny.entry((w.agent.clone(), w.policy.clone())).or_default() += 1;
+            }
+            if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
+                let service = conn.src_service.clone().unwrap_or_else(|| "".into());
+                let peer: Arc<str> = conn.target.as_ref().map_or_else(|| "".into(), |p| p.as_str().into());
+                let entry = s.bytes.entry((service, peer)).or_default();
+                entry.0 += e.bytes_sent.unwrap_or(0);
+                entry.1 += e.bytes_received.unwrap_or(0);
+                entry.2 += 1;
+            }
+        }
+        if self.log_capacity > 0 {
+            match self.log.try_lock() {
+                Some(mut log) => {
+                    if log.len() >= self.log_capacity {
+                        log.pop_front();
+                    }
+                    let mut response = r.clone();
+                    response.trace = None;
+                    log.push_back(LogEntry {
+                        seq: self.log_seq.fetch_add(1, Ordering::Relaxed),
+                        time: now.0,
+                        event: outcome.event.clone(),
+                        response,
+                    });
+                }
+                None => {
+                    self.log_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The most recent decisions, oldest first (at most `limit`).
+    pub fn decisions(&self, limit: usize) -> Vec<LogEntry> {
+        let log = self.log.lock();
+        let skip = log.len().saturating_sub(limit);
+        log.iter().skip(skip).cloned().collect()
+    }
+
+    pub fn log_dropped(&self) -> u64 {
+        self.log_dropped.load(Ordering::Relaxed)
+    }
+
+    fn merged(&self) -> Shard {
+        let mut all = Shard::default();
+        for shard in self.shards.iter() {
+            let s = shard.lock();
+            for (a, b) in all.events.iter_mut().zip(s.events.iter()) {
+                *a += b;
+            }
+            for (k, v) in &s.decisions {
+                *all.decisions.entry(k.clone()).or_default() += v;
+            }
+            all.chain.merge(&s.chain);
+            for (k, h) in &s.agents {
+                all.agents.entry(k.clone()).or_default().merge(h);
+            }
+            for (k, v) in &s.failures {
+                *all.failures.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &s.would_deny {
+                *all.would_deny.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &s.bytes {
+                let e = all.bytes.entry(k.clone()).or_default();
+                e.0 += v.0;
+                e.1 += v.1;
+                e.2 += v.2;
+            }
+        }
+        all
+    }
+
+    /// Everything as Prometheus text exposition (format 0.0.4).
+    pub fn render(&self, runtime: &Runtime) -> String {
+        let m = self.merged();
+        let mut out = String::new();
+        header(&mut out, "clpe_events_total", "counter", "Events received, by event type.");
+        for et in EventType::ALL {
+            let n = m.events.get(et.index()).copied().unwrap_or(0);
+            let _ = writeln!(out, "clpe_events_total{{event=\"{}\"}} {n}", et.as_str());
+        }
+        header(&mut out, "clpe_decisions_total", "counter", "Decisions, by event type, decision, deciding agent and matched policy.");
+        let mut decisions: Vec<_> = m.decisions.iter().collect();
+        decisions.sort_by(|a, b| key_text(a.0).cmp(&key_text(b.0)));
+        for ((et, d, agent, policy), n) in decisions {
+            let _ = writeln!(
+                out,
+                "clpe_decisions_total{{event=\"{}\",decision=\"{}\",agent=\"{}\",policy=\"{}\"}} {n}",
+                et.as_str(),
+                d.as_str(),
+                escape(agent.as_deref().unwrap_or("")),
+                escape(policy.as_deref().unwrap_or(""))
+            );
+        }
+        header(&mut out, "clpe_decision_duration_seconds", "histogram", "Time to run an event's whole chain.");
+        histogram(&mut out, "clpe_decision_duration_seconds", "", &m.chain);
+        header(&mut out, "clpe_agent_duration_seconds", "histogram", "Time one agent took to decide, by agent.");
+        let mut agents: Vec<_> = m.agents.iter().collect();
+        agents.sort_by(|a, b| a.0.cmp(b.0));
+        for (agent, h) in agents {
+            histogram(&mut out, "clpe_agent_duration_seconds", &format!("agent=\"{}\",", escape(agent)), h);
+        }
+        header(&mut out, "clpe_agent_failures_total", "counter", "Agents that failed to decide (error, trap, time-out), by agent.");
+        let mut failures: Vec<_> = m.failures.iter().collect();
+        failures.sort();
+        for (agent, n) in failures {
+            let _ = writeln!(out, "clpe_agent_failures_total{{agent=\"{}\"}} {n}", escape(agent));
+        }
+        header(&mut out, "clpe_would_deny_total", "counter", "Denies a dry-run policy would have made, by agent and policy.");
+        let mut would: Vec<_> = m.would_deny.iter().collect();
+        would.sort();
+        for ((agent, policy), n) in would {
+            let _ = writeln!(out, "clpe_would_deny_total{{agent=\"{}\",policy=\"{}\"}} {n}", escape(agent), escape(policy));
+        }
+        header(&mut out, "clpe_open_connections", "gauge", "Connections admitted and neither closed nor expired.");
+        let _ = writeln!(out, "clpe_open_connections {}", runtime.connections.open());
+        let mut bytes: Vec<_> = m.bytes.iter().collect();
+        bytes.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, pick, help) in [
+            ("clpe_connection_sent_bytes_total", 0, "Bytes sent by closed connections, by source service and target peer."),
+            ("clpe_connection_received_bytes_total", 1, "Bytes received by closed connections, by source service and target peer."),
+            ("clpe_connections_closed_total", 2, "Connections closed, by source service and target peer."),
+        ] {
+            header(&mut out, name, "counter", help);
+            for ((service, peer), v) in &bytes {
+                let n = match pick {
+                    0 => v.0,
+                    1 => v.1,
+                    _ => v.2,
+                };
+                let _ = writeln!(out, "{name}{{service=\"{}\",peer=\"{}\"}} {n}", escape(service), escape(peer));
+            }
+        }
+        header(&mut out, "clpe_decision_log_dropped_total", "counter", "Decision-log entries dropped rather than wait for the log.");
+        let _ = writeln!(out, "clpe_decision_log_dropped_total {}", self.log_dropped());
+        header(&mut out, "clpe_decision_log_entries", "gauge", "Entries held in the decision log.");
+        let _ = writeln!(out, "clpe_decision_log_entries {}", self.log.lock().len());
+        out
+    }
+}
+
+fn key_text(k: &DecisionKey) -> (EventType, &'static str, String, String) {
+    (k.0, k.1.as_str(), k.2.as_deref().unwrap_or("").to_owned(), k.3.as_deref().unwrap_or("").to_owned())
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    for (bound, n) in BOUNDS.iter().zip(h.buckets.iter()) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}", *bound as f64 / 1e9);
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_nanos as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The agent: nothing to decide; it observes.
+pub struct MonitorAgent(pub Arc<Monitor>);
+
+impl Agent for MonitorAgent {
+    fn decide(&self, _cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+        Ok(Verdict::Continue)
+    }
+
+    fn observe(&self, outcome: &Outcome<'_>) {
+        self.0.record(outcome, outcome.now);
+    }
+}

@@ -1,0 +1,164 @@
+//! The `rate-limiter` agent (SPEC §3.4): GCRA per policy and key tuple, bandwidth caps.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
+
+use crate::agent::{Agent, Verdict};
+use crate::context::Context;
+use crate::error::AgentError;
+use crate::event::Event;
+use crate::names::Time;
+
+const SHARDS: usize = 32;
+
+struct Bucket {
+    policy: Arc<str>,
+    values: Box<[Box<str>]>,
+    /// GCRA's theoretical arrival time, nanoseconds.
+    tat: u64,
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Bucket>,
+    ops: u32,
+}
+
+/// GCRA state per (policy, key tuple). A bucket whose theoretical arrival time has passed
+/// is the same as a new one, so idle buckets are dropped: memory is bounded by the keys
+/// active within one burst window.
+pub struct RateBuckets {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Default for RateBuckets {
+    fn default() -> Self {
+        RateBuckets { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+    }
+}
+
+fn bucket_hash(policy: &str, values: &[&str]) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    policy.hash(&mut h);
+    for v in values {
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl RateBuckets {
+    /// Whether one more connection conforms at `now`; when `take`, it is counted.
+    pub fn check(&self, policy: &Arc<str>, values: &[&str], interval: u64, burst: u64, now: Time, take: bool) -> bool {
+        let hash = bucket_hash(policy, values);
+        let Some(shard) = self.shards.get(hash as usize % SHARDS) else { return true };
+        let mut s = shard.lock();
+        s.ops = s.ops.wrapping_add(1);
+        if s.ops % 1024 == 0 {
+            s.table.retain(|b| b.tat > now.0);
+        }
+        let tolerance = interval.saturating_mul(burst.saturating_sub(1));
+        let eq = |b: &Bucket| {
+            *b.policy == **policy && b.values.len() == values.len() && b.values.iter().zip(values).all(|(a, b)| &**a == *b)
+        };
+        let tat = s.table.find(hash, eq).map_or(now.0, |b| b.tat.max(now.0));
+        if tat - now.0 > tolerance {
+            return false;
+        }
+        if take {
+            let next = tat.saturating_add(interval);
+            match s.table.find_mut(hash, eq) {
+                Some(b) => b.tat = next,
+                None => {
+                    let bucket = Bucket {
+                        policy: policy.clone(),
+                        values: values.iter().map(|v| Box::from(*v)).collect(),
+                        tat: next,
+                    };
+                    s.table.insert_unique(hash, bucket, |b| {
+                        let vs: SmallVec<[&str; 4]> = b.values.iter().map(|v| &**v).collect();
+                        bucket_hash(&b.policy, &vs)
+                    });
+                }
+            }
+        }
+        true
+    }
+
+    /// Buckets held now (idle ones may linger until their shard's next sweep).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().table.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every idle bucket now.
+    pub fn sweep(&self, now: Time) {
+        for shard in self.shards.iter() {
+            shard.lock().table.retain(|b| b.tat > now.0);
+        }
+    }
+}
+
+/// The values of `keys` on one side; a missing attribute counts as the empty string.
+pub(crate) fn key_values<'a>(
+    out: &mut SmallVec<[&'a str; 4]>,
+    keys: &[Box<str>],
+    attrs: Option<&crate::attrs::Attrs<'a>>,
+) {
+    for k in keys {
+        out.push(attrs.and_then(|a| a.get(k)).unwrap_or(""));
+    }
+}
+
+pub struct RateLimiter;
+
+impl Agent for RateLimiter {
+    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+        if !matches!(cx.event, Event::NewConnection(_)) || cx.snapshot.rate_index.is_empty() {
+            return Ok(Verdict::Continue);
+        }
+        if matches!(cx.scope, crate::context::Scope::Egress { .. }) && !cx.ensure_target() {
+            return Ok(Verdict::Continue);
+        }
+        let snapshot = cx.snapshot;
+        let Some(dst) = cx.dst_current() else { return Ok(Verdict::Continue) };
+        let mut ids = SmallVec::new();
+        snapshot.rate_index.all_matches(&cx.src, &dst, &mut ids);
+        for id in ids {
+            let Some(p) = snapshot.rate_limits.get(id as usize) else { continue };
+            let mut values: SmallVec<[&str; 4]> = SmallVec::new();
+            key_values(&mut values, &p.spec.key, Some(&cx.src));
+            key_values(&mut values, &p.spec.target_key, Some(&dst));
+            let ok = cx.runtime.rates.check(&p.name, &values, p.interval, p.spec.burst, cx.now, !cx.dry_run);
+            cx.note_match(&p.name);
+            if p.spec.dry_run {
+                if !ok {
+                    cx.would_deny(&p.name);
+                }
+                continue;
+            }
+            if !ok {
+                return Ok(Verdict::Deny {
+                    reason: format!(
+                        "rate limit RateLimitPolicy {} exceeded ({} connections per second, burst {})",
+                        p.name.trim_start_matches('/'),
+                        p.spec.connections_per_second,
+                        p.spec.burst
+                    ),
+                    matched_by: Some(p.name.clone()),
+                });
+            }
+            if let Some(bw) = p.spec.bandwidth {
+                cx.rate_limit = Some(cx.rate_limit.map_or(bw, |cur| cur.min(bw)));
+            }
+        }
+        Ok(Verdict::Continue)
+    }
+}

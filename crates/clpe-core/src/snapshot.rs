@@ -1,0 +1,437 @@
+//! The immutable policy snapshot: everything a decision reads, compiled and indexed.
+//!
+//! A snapshot is built off the hot path from the whole document set whenever a batch is
+//! applied, then swapped in whole; decisions never see half a batch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use rustc_hash::FxHashMap;
+
+use crate::acl::AclTables;
+use crate::agent::Agent;
+use crate::attrs::{OwnedAttrs, keys, owned_with_labels};
+use crate::document::{
+    ConnectionLimitSpec, DocKey, Document, FailureMode, ImportSource, Kind, LbSpec, RateLimitSpec, Scheme, Spec,
+    Workload,
+};
+use crate::error::DocError;
+use crate::event::EventType;
+use crate::index::{MatchIndex, Rule};
+use crate::names::{AgentName, PeerName, Priority};
+use crate::selector::Selector;
+
+pub type Docs = BTreeMap<DocKey, Arc<Document>>;
+
+/// A peer of the inventory, with its attributes precomputed.
+#[derive(Debug)]
+pub struct PeerEntry {
+    pub name: PeerName,
+    pub labels: BTreeMap<String, String>,
+    /// `peer.clusterlink.net/name` and `peer.clusterlink.net/labels.<k>`.
+    pub attrs: OwnedAttrs,
+    pub reachable: bool,
+    /// Open connections whose target is this peer (for `least-connections`).
+    pub open: Arc<AtomicI64>,
+}
+
+#[derive(Debug)]
+pub struct ExportEntry {
+    pub reference: String,
+    /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`.
+    pub attrs: OwnedAttrs,
+}
+
+#[derive(Debug)]
+pub struct SourceEntry {
+    pub source: ImportSource,
+    /// `None` when the peer is not in the inventory: then it is not a candidate.
+    pub peer: Option<Arc<PeerEntry>>,
+    /// `export.clusterlink.net/name` and `.../namespace` from the source.
+    pub attrs: OwnedAttrs,
+}
+
+#[derive(Debug)]
+pub struct ImportEntry {
+    pub key: DocKey,
+    pub namespace: Arc<str>,
+    /// `export.clusterlink.net/labels.<k>` from the Import's labels.
+    pub label_attrs: OwnedAttrs,
+    pub sources: Vec<SourceEntry>,
+    pub scheme: Scheme,
+    pub counter: Arc<AtomicU64>,
+    /// The balancing policies for this import, by name, with the index of their `from`.
+    pub lb_policies: Vec<LbEntry>,
+    pub lb_index: MatchIndex,
+}
+
+#[derive(Debug)]
+pub struct LbEntry {
+    pub matched_by: Arc<str>,
+    pub spec: Arc<LbSpec>,
+    pub counter: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+pub struct ConnLimitEntry {
+    pub name: Arc<str>,
+    pub spec: Arc<ConnectionLimitSpec>,
+}
+
+#[derive(Debug)]
+pub struct RateLimitEntry {
+    pub name: Arc<str>,
+    pub spec: Arc<RateLimitSpec>,
+    /// GCRA emission interval, nanoseconds (at least 1).
+    pub interval: u64,
+}
+
+/// One agent in an event's chain.
+#[derive(Clone)]
+pub struct Link {
+    pub subscription: Arc<str>,
+    pub agent_name: Arc<str>,
+    pub agent: Arc<dyn Agent>,
+    pub priority: Priority,
+    pub failure_mode: FailureMode,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}({})", self.agent_name, self.priority, self.subscription)
+    }
+}
+
+pub struct Snapshot {
+    pub revision: u64,
+    pub docs: Docs,
+    pub local_peer: PeerName,
+    pub peers: FxHashMap<PeerName, Arc<PeerEntry>>,
+    /// Peers sorted by name, for `ExposeService` answers.
+    pub peer_order: Vec<Arc<PeerEntry>>,
+    /// The local peer's entry when the inventory has it (its labels are attributes).
+    pub local: Option<Arc<PeerEntry>>,
+    /// The local peer's name as attributes, when the inventory does not have it.
+    pub local_attrs: OwnedAttrs,
+    /// namespace → name → export.
+    pub exports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, ExportEntry>>,
+    /// namespace → name → import.
+    pub imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>>,
+    pub acl: AclTables,
+    pub conn_limits: Vec<ConnLimitEntry>,
+    pub conn_index: MatchIndex,
+    pub rate_limits: Vec<RateLimitEntry>,
+    pub rate_index: MatchIndex,
+    /// Per event type, the chain in ascending priority.
+    pub chains: [Vec<Link>; 4],
+    /// Loaded WASM agents by name, kept so an unchanged document is not compiled again.
+    pub wasm: FxHashMap<Arc<str>, (Arc<str>, Arc<dyn Agent>)>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("revision", &self.revision).field("docs", &self.docs.len()).finish()
+    }
+}
+
+impl Snapshot {
+    /// No documents at all (not even subscriptions).
+    pub fn empty(local_peer: &PeerName) -> Snapshot {
+        Snapshot {
+            revision: 0,
+            docs: Docs::new(),
+            local_peer: local_peer.clone(),
+            peers: FxHashMap::default(),
+            peer_order: Vec::new(),
+            local: None,
+            local_attrs: peer_attrs(local_peer.as_str(), &BTreeMap::new()),
+            exports: FxHashMap::default(),
+            imports: FxHashMap::default(),
+            acl: AclTables::default(),
+            conn_limits: Vec::new(),
+            conn_index: MatchIndex::default(),
+            rate_limits: Vec::new(),
+            rate_index: MatchIndex::default(),
+            chains: Default::default(),
+            wasm: FxHashMap::default(),
+        }
+    }
+
+    pub fn export(&self, namespace: &str, name: &str) -> Option<&ExportEntry> {
+        self.exports.get(namespace)?.get(name)
+    }
+
+    pub fn import(&self, namespace: &str, name: &str) -> Option<&Arc<ImportEntry>> {
+        self.imports.get(namespace)?.get(name)
+    }
+
+    pub fn chain(&self, event: EventType) -> &[Link] {
+        self.chains.get(event.index()).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The local peer's attributes (name, and labels when the inventory has it).
+    pub fn local_attrs(&self) -> &[(Box<str>, Box<str>)] {
+        match &self.local {
+            Some(p) => &p.attrs,
+            None => &self.local_attrs,
+        }
+    }
+}
+
+/// What building a snapshot needs besides the documents.
+pub struct BuildEnv<'a> {
+    pub local_peer: &'a PeerName,
+    pub builtins: &'a [(AgentName, Arc<dyn Agent>)],
+    pub loader: Option<&'a dyn crate::agent::AgentLoader>,
+    pub peer_counters: &'a parking_lot::Mutex<FxHashMap<PeerName, Arc<AtomicI64>>>,
+}
+
+/// Why a document set cannot be built: the documents at fault.
+pub enum BuildError {
+    /// A document refers to something missing (a WorkloadSet, an agent), or a module is bad.
+    Invalid(DocError),
+    /// Two subscriptions contradict each other.
+    Conflict(DocError),
+}
+
+pub fn peer_attrs(name: &str, labels: &BTreeMap<String, String>) -> OwnedAttrs {
+    owned_with_labels(&[(keys::PEER_NAME, name)], keys::PEER_LABELS, labels)
+}
+
+/// Resolves `from`/`to` items into selectors (WorkloadSets expanded).
+fn selectors(items: &[Workload], sets: &FxHashMap<&str, &[Selector]>, doc: &Document, field: &str) -> Result<Box<[Selector]>, DocError> {
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Workload::Selector(s) => out.push(s.clone()),
+            Workload::Sets(names) => {
+                for (j, name) in names.iter().enumerate() {
+                    let Some(sels) = sets.get(&**name) else {
+                        return Err(doc.error(
+                            &format!("{field}[{i}].workloadSets[{j}]"),
+                            format!("WorkloadSet `{name}` does not exist"),
+                        ));
+                    };
+                    out.extend(sels.iter().cloned());
+                }
+            }
+        }
+    }
+    Ok(out.into())
+}
+
+pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<'_>) -> Result<Snapshot, BuildError> {
+    let invalid = BuildError::Invalid;
+    let mut sets: FxHashMap<&str, &[Selector]> = FxHashMap::default();
+    for doc in docs.values() {
+        if let Spec::WorkloadSet(s) = &doc.spec {
+            sets.insert(&doc.key.name, &s.selectors);
+        }
+    }
+
+    // Inventory.
+    let mut peers: FxHashMap<PeerName, Arc<PeerEntry>> = FxHashMap::default();
+    {
+        let mut counters = env.peer_counters.lock();
+        for doc in docs.values() {
+            if let Spec::Peer(p) = &doc.spec {
+                let name = PeerName::from(&*doc.key.name);
+                let open = counters.entry(name.clone()).or_default().clone();
+                let entry = PeerEntry {
+                    attrs: peer_attrs(name.as_str(), &doc.labels),
+                    labels: doc.labels.clone(),
+                    reachable: p.reachable,
+                    open,
+                    name: name.clone(),
+                };
+                peers.insert(name, Arc::new(entry));
+            }
+        }
+    }
+    let mut peer_order: Vec<Arc<PeerEntry>> = peers.values().cloned().collect();
+    peer_order.sort_by(|a, b| a.name.cmp(&b.name));
+    let local = peers.get(env.local_peer).cloned();
+
+    let mut exports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, ExportEntry>> = FxHashMap::default();
+    let mut lb_by_import: FxHashMap<(Arc<str>, Arc<str>), Vec<&Document>> = FxHashMap::default();
+    for doc in docs.values() {
+        match &doc.spec {
+            Spec::Export => {
+                let attrs = owned_with_labels(
+                    &[(keys::EXPORT_NAME, &doc.key.name), (keys::EXPORT_NAMESPACE, &doc.key.namespace)],
+                    keys::EXPORT_LABELS,
+                    &doc.labels,
+                );
+                let entry = ExportEntry { reference: doc.key.reference(), attrs };
+                exports.entry(doc.key.namespace.clone()).or_default().insert(doc.key.name.clone(), entry);
+            }
+            Spec::LoadBalancing(lb) => {
+                lb_by_import.entry((doc.key.namespace.clone(), Arc::from(lb.import.as_str()))).or_default().push(doc);
+            }
+            _ => {}
+        }
+    }
+
+    let mut imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>> = FxHashMap::default();
+    for doc in docs.values() {
+        let Spec::Import(spec) = &doc.spec else { continue };
+        let prev_import = prev.and_then(|p| p.import(&doc.key.namespace, &doc.key.name));
+        let sources = spec
+            .sources
+            .iter()
+            .map(|s| SourceEntry {
+                peer: peers.get(&s.peer).cloned(),
+                attrs: owned_with_labels(
+                    &[(keys::EXPORT_NAME, s.export_name.as_str()), (keys::EXPORT_NAMESPACE, s.export_namespace.as_str())],
+                    keys::EXPORT_LABELS,
+                    std::iter::empty(),
+                ),
+                source: s.clone(),
+            })
+            .collect();
+        let mut lb_policies = Vec::new();
+        let mut lb_rules = Vec::new();
+        // BTreeMap order: the balancing policies of this import come sorted by name.
+        for lb_doc in lb_by_import.get(&(doc.key.namespace.clone(), doc.key.name.clone())).into_iter().flatten() {
+            let Spec::LoadBalancing(lb) = &lb_doc.spec else { continue };
+            let from = selectors(&lb.from, &sets, lb_doc, "spec.from").map_err(invalid)?;
+            let matched_by: Arc<str> = lb_doc.key.reference().into();
+            let counter = prev_import
+                .and_then(|p| p.lb_policies.iter().find(|e| e.matched_by == matched_by))
+                .map(|e| e.counter.clone())
+                .unwrap_or_default();
+            lb_rules.push(Rule { from, to: Box::new([Selector::everything()]) });
+            lb_policies.push(LbEntry { matched_by, spec: lb.clone(), counter });
+        }
+        let entry = ImportEntry {
+            key: doc.key.clone(),
+            namespace: doc.key.namespace.clone(),
+            label_attrs: owned_with_labels(&[], keys::EXPORT_LABELS, &doc.labels),
+            sources,
+            scheme: spec.lb_scheme,
+            counter: prev_import.map(|p| p.counter.clone()).unwrap_or_default(),
+            lb_policies,
+            lb_index: MatchIndex::build(lb_rules),
+        };
+        imports.entry(doc.key.namespace.clone()).or_default().insert(doc.key.name.clone(), Arc::new(entry));
+    }
+
+    // Policies.
+    let acl = AclTables::build(&docs, &sets, selectors).map_err(invalid)?;
+    let mut conn_limits = Vec::new();
+    let mut conn_rules = Vec::new();
+    let mut rate_limits = Vec::new();
+    let mut rate_rules = Vec::new();
+    for doc in docs.values() {
+        match &doc.spec {
+            Spec::ConnectionLimit(spec) => {
+                conn_rules.push(Rule {
+                    from: selectors(&spec.from, &sets, doc, "spec.from").map_err(invalid)?,
+                    to: selectors(&spec.to, &sets, doc, "spec.to").map_err(invalid)?,
+                });
+                conn_limits.push(ConnLimitEntry { name: doc.key.reference().into(), spec: spec.clone() });
+            }
+            Spec::RateLimit(spec) => {
+                rate_rules.push(Rule {
+                    from: selectors(&spec.from, &sets, doc, "spec.from").map_err(invalid)?,
+                    to: selectors(&spec.to, &sets, doc, "spec.to").map_err(invalid)?,
+                });
+                let interval = (1e9 / spec.connections_per_second).round().max(1.0) as u64;
+                rate_limits.push(RateLimitEntry { name: doc.key.reference().into(), spec: spec.clone(), interval });
+            }
+            _ => {}
+        }
+    }
+
+    // Agents and chains.
+    let mut wasm: FxHashMap<Arc<str>, (Arc<str>, Arc<dyn Agent>)> = FxHashMap::default();
+    for doc in docs.values() {
+        let Spec::WasmAgent(spec) = &doc.spec else { continue };
+        if env.builtins.iter().any(|(n, _)| n.as_str() == &*doc.key.name) {
+            return Err(invalid(doc.error("metadata.name", format!("`{}` is the name of a built-in agent", doc.key.name))));
+        }
+        let reuse = prev.and_then(|p| p.wasm.get(&doc.key.name)).filter(|(raw, _)| *raw == doc.raw);
+        let agent = match reuse {
+            Some((_, agent)) => agent.clone(),
+            None => {
+                let Some(loader) = env.loader else {
+                    return Err(invalid(doc.error("", "this build of clpe cannot load WASM agents")));
+                };
+                let name = AgentName::from(&*doc.key.name);
+                loader.load(&name, spec).map_err(|m| invalid(doc.error("spec.module", m)))?
+            }
+        };
+        wasm.insert(doc.key.name.clone(), (doc.raw.clone(), agent));
+    }
+    let mut chains: [Vec<Link>; 4] = Default::default();
+    for doc in docs.values() {
+        let Spec::Subscription(sub) = &doc.spec else { continue };
+        let agent = env
+            .builtins
+            .iter()
+            .find(|(n, _)| n == &sub.agent)
+            .map(|(_, a)| a.clone())
+            .or_else(|| wasm.get(sub.agent.as_str()).map(|(_, a)| a.clone()));
+        let Some(agent) = agent else {
+            let known: Vec<&str> = env.builtins.iter().map(|(n, _)| n.as_str()).chain(wasm.keys().map(|k| &**k)).collect();
+            return Err(invalid(doc.error(
+                "spec.agent",
+                format!("no agent named `{}` (known: {})", sub.agent, known.join(", ")),
+            )));
+        };
+        let Some(chain) = chains.get_mut(sub.event.index()) else { continue };
+        if let Some(other) = chain.iter().find(|l| *l.agent_name == *sub.agent.as_str()) {
+            return Err(BuildError::Conflict(doc.error(
+                "spec.agent",
+                format!("agent `{}` is already subscribed to {} by Subscription `{}`", sub.agent, sub.event.as_str(), other.subscription),
+            )));
+        }
+        if let Some(other) = chain.iter().find(|l| l.priority == sub.priority) {
+            return Err(BuildError::Conflict(doc.error(
+                "spec.priority",
+                format!(
+                    "priority {} of {} is already taken by Subscription `{}` (agent `{}`)",
+                    sub.priority,
+                    sub.event.as_str(),
+                    other.subscription,
+                    other.agent_name
+                ),
+            )));
+        }
+        chain.push(Link {
+            subscription: doc.key.name.clone(),
+            agent_name: Arc::from(sub.agent.as_str()),
+            agent,
+            priority: sub.priority,
+            failure_mode: sub.failure_mode,
+        });
+    }
+    for chain in &mut chains {
+        chain.sort_by_key(|l| l.priority);
+    }
+
+    Ok(Snapshot {
+        revision,
+        local_attrs: peer_attrs(env.local_peer.as_str(), &BTreeMap::new()),
+        local_peer: env.local_peer.clone(),
+        peers,
+        peer_order,
+        local,
+        exports,
+        imports,
+        acl,
+        conn_index: MatchIndex::build(conn_rules),
+        conn_limits,
+        rate_index: MatchIndex::build(rate_rules),
+        rate_limits,
+        chains,
+        wasm,
+        docs,
+    })
+}
+
+/// Documents whose kind has a `Kind` for listing.
+pub fn list(docs: &Docs, kind: Kind) -> impl Iterator<Item = &Arc<Document>> {
+    docs.range(DocKey { kind, namespace: "".into(), name: "".into() }..).take_while(move |(k, _)| k.kind == kind).map(|(_, d)| d)
+}

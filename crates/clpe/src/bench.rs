@@ -1,0 +1,223 @@
+//! `clpe bench`: applies a workload's documents as one batch, then decides every event
+//! in order, in-process, and reports throughput, latency, memory and a digest.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use clpe_core::{DecideOptions, Engine, EngineConfig, Event, PeerName, Response, Time};
+use serde::Serialize;
+
+use crate::Exit;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Documents, applied as one batch.
+    #[arg(long)]
+    policies: String,
+    /// Events, one JSON object per line.
+    #[arg(long)]
+    events: String,
+    /// Expected decisions, one per line (`allow`/`deny`): any difference fails.
+    #[arg(long)]
+    expected: Option<String>,
+    /// The engine's own peer.
+    #[arg(long, default_value = "local")]
+    local_peer: String,
+    /// Threads deciding on the same engine (events are dealt out round-robin).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    max: u64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    events: usize,
+    decisions_per_second: f64,
+    latency_ns: Latency,
+    apply_ms: f64,
+    memory_bytes: u64,
+    peak_memory_bytes: u64,
+    threads: usize,
+    digest: String,
+    mismatches: usize,
+}
+
+/// Resident memory from /proc (bytes); 0 where there is no /proc.
+fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn ticker() -> clpe_core::dispatcher::Ticker {
+    let origin = Instant::now();
+    Arc::new(move || origin.elapsed().as_nanos() as u64)
+}
+
+fn fnv(hash: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *hash ^= u64::from(*b);
+        *hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+fn digest_of(r: &Response, hash: &mut u64) {
+    fn_line(r, hash);
+}
+
+fn fn_line(r: &Response, hash: &mut u64) {
+    fnv(hash, r.decision.as_str().as_bytes());
+    fnv(hash, b" ");
+    if let Some(t) = &r.target_peer {
+        fnv(hash, t.as_str().as_bytes());
+    }
+    fnv(hash, b"\n");
+}
+
+pub fn run(args: Args) -> Result<Exit> {
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let events_text = std::fs::read_to_string(&args.events).with_context(|| format!("reading {}", args.events))?;
+    let mut events = Vec::new();
+    for (i, line) in events_text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = Event::from_json(line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", args.events, i + 1))?;
+        events.push(event);
+    }
+    let expected: Option<Vec<String>> = match &args.expected {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading {path}"))?
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => None,
+    };
+
+    let config = EngineConfig {
+        local_peer: PeerName::from(args.local_peer.as_str()),
+        ticker: Some(ticker()),
+        loader: crate::loader(),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config);
+    let rss_before = proc_status("VmRSS:");
+    let t0 = Instant::now();
+    let docs = match crate::files::load_documents(&args.policies)? {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("invalid: {e}");
+            return Ok(Exit::Failed);
+        }
+    };
+    let n_docs = docs.len();
+    if let Err(e) = engine.apply(docs) {
+        eprintln!("invalid: {e}");
+        return Ok(Exit::Failed);
+    }
+    let apply_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let memory_bytes = proc_status("VmRSS:").saturating_sub(rss_before);
+
+    let threads = args.threads;
+    let started = Instant::now();
+    let results: Vec<Vec<(usize, u64, Response)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let engine = &engine;
+                let events = &events;
+                s.spawn(move || {
+                    let mut out = Vec::with_capacity(events.len() / threads + 1);
+                    for (i, event) in events.iter().enumerate().skip(t).step_by(threads) {
+                        let now = Time(i as u64 * 1_000);
+                        let t0 = Instant::now();
+                        let r = engine.decide(event, now, DecideOptions::default());
+                        let ns = t0.elapsed().as_nanos() as u64;
+                        if let Ok(r) = r {
+                            out.push((i, ns, r));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let mut all: Vec<(usize, u64, Response)> = results.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _, _)| *i);
+    let mut lat: Vec<u64> = all.iter().map(|(_, ns, _)| *ns).collect();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut mismatches = 0;
+    let mut shown = 0;
+    // `expected` has a line per NewConnection decision... and per event: one per event.
+    for (i, _, r) in &all {
+        digest_of(r, &mut hash);
+        if let Some(exp) = &expected {
+            let want = exp.get(*i).map(String::as_str).unwrap_or("<missing>");
+            if want != r.decision.as_str() {
+                mismatches += 1;
+                if shown < 5 {
+                    shown += 1;
+                    eprintln!("event {}: expected {want}, got {} ({})", i + 1, r.decision.as_str(), r.reason);
+                }
+            }
+        }
+    }
+    if let Some(exp) = &expected {
+        if exp.len() != events.len() {
+            eprintln!("{} expected lines for {} events", exp.len(), events.len());
+            mismatches += exp.len().abs_diff(events.len());
+        }
+    }
+    let report = Report {
+        events: all.len(),
+        decisions_per_second: all.len() as f64 / wall.max(1e-9),
+        latency_ns: Latency { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), max: lat.last().copied().unwrap_or(0) },
+        apply_ms,
+        memory_bytes,
+        peak_memory_bytes: proc_status("VmHWM:"),
+        threads,
+        digest: format!("{hash:016x}"),
+        mismatches,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("events          {}", report.events);
+        println!("threads         {}", report.threads);
+        println!("decisions/s     {:.0}", report.decisions_per_second);
+        println!(
+            "latency (ns)    p50 {}  p90 {}  p99 {}  max {}",
+            report.latency_ns.p50, report.latency_ns.p90, report.latency_ns.p99, report.latency_ns.max
+        );
+        println!("apply           {:.1} ms ({n_docs} documents), +{:.1} MiB resident", apply_ms, memory_bytes as f64 / 1048576.0);
+        println!("peak memory     {:.1} MiB", report.peak_memory_bytes as f64 / 1048576.0);
+        println!("digest          {}", report.digest);
+        if expected.is_some() {
+            println!("mismatches      {}", report.mismatches);
+        }
+    }
+    Ok(if report.mismatches == 0 { Exit::Ok } else { Exit::Failed })
+}

@@ -1,0 +1,71 @@
+//! `clpe`: the ClusterLink policy engine's command line and daemon.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod decide;
+mod files;
+mod test;
+mod validate;
+
+#[derive(Parser)]
+#[command(name = "clpe", version, about = "The ClusterLink policy engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run policy test files (offline; SPEC §6).
+    Test(test::Args),
+    /// Validate documents offline.
+    Validate(validate::Args),
+    /// Decide one event against documents, offline.
+    Decide(decide::Args),
+    /// Measure decisions on a workload, in-process.
+    Bench(bench::Args),
+    /// Print the version.
+    Version,
+}
+
+/// How a command ended: 0 ok, 1 failures or invalid input, 2 usage or I/O error.
+pub enum Exit {
+    Ok,
+    Failed,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = match cli.command {
+        Command::Test(a) => test::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Decide(a) => decide::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Version => {
+            println!("clpe {}", env!("CARGO_PKG_VERSION"));
+            Ok(Exit::Ok)
+        }
+    };
+    match result {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("clpe: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The WASM agent loader this build offers (none until the WASM host is linked in).
+pub fn loader() -> Option<std::sync::Arc<dyn clpe_core::AgentLoader>> {
+    None
+}
