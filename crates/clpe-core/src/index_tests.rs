@@ -1,0 +1,75 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use super::*;
+use crate::selector::{Expression, LabelSelector};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+fn sel(labels: &[(&str, &str)], exprs: Vec<Expression>) -> Selector {
+    let raw = LabelSelector {
+        match_labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        match_expressions: exprs,
+    };
+    Selector::compile(&raw, "s").unwrap()
+}
+
+fn raw_selector() -> impl Strategy<Value = Selector> {
+    let keys = prop::sample::select(vec!["a", "b", "c"]);
+    let vals = prop::sample::select(vec!["1", "2", "3"]);
+    (
+        prop::collection::btree_map(keys.clone(), vals.clone(), 0..2),
+        prop::option::of((keys, 0..4usize, prop::collection::vec(vals, 1..3))),
+    )
+        .prop_map(|(labels, expr)| {
+            let labels: Vec<(&str, &str)> = labels.into_iter().collect();
+            let exprs = expr
+                .map(|(k, op, values)| {
+                    let operator = ["In", "NotIn", "Exists", "DoesNotExist"][op].to_owned();
+                    vec![Expression {
+                        key: k.to_owned(),
+                        operator,
+                        values: (op < 2).then(|| values.into_iter().map(str::to_owned).collect()),
+                    }]
+                })
+                .unwrap_or_default();
+            sel(&labels, exprs)
+        })
+}
+
+fn rule() -> impl Strategy<Value = Rule> {
+    (prop::collection::vec(raw_selector(), 1..3), prop::collection::vec(raw_selector(), 1..3))
+        .prop_map(|(from, to)| Rule { from: from.into(), to: to.into() })
+}
+
+fn attrs_of(map: &BTreeMap<&'static str, &'static str>) -> Attrs<'static> {
+    let mut a = Attrs::new();
+    for (k, v) in map {
+        a.push(k, v);
+    }
+    a
+}
+
+fn attr_map() -> impl Strategy<Value = BTreeMap<&'static str, &'static str>> {
+    prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c"]), prop::sample::select(vec!["1", "2", "3"]), 0..3)
+}
+
+proptest! {
+    /// The index finds exactly what a scan of every rule finds.
+    #[test]
+    fn index_agrees_with_a_scan(rules in prop::collection::vec(rule(), 0..30), src in attr_map(), dst in attr_map()) {
+        let (s, d) = (attrs_of(&src), attrs_of(&dst));
+        let expected: Vec<u32> = rules.iter().enumerate().filter(|(_, r)| r.matches(&s, &d)).map(|(i, _)| i as u32).collect();
+        let index = MatchIndex::build(rules);
+        let mut all = SmallVec::new();
+        index.all_matches(&s, &d, &mut all);
+        prop_assert_eq!(all.to_vec(), expected.clone());
+        prop_assert_eq!(index.first_match(&s, &d), expected.first().copied());
+    }
+}
+
+#[test]
+fn rules_requiring_nothing_are_scanned() {
+    let everything = Rule { from: vec![Selector::everything()].into(), to: vec![Selector::everything()].into() };
+    let index = MatchIndex::build(vec![everything]);
+    assert_eq!(index.first_match(&Attrs::new(), &Attrs::new()), Some(0));
+}

@@ -58,7 +58,29 @@ impl Histogram {
     }
 }
 
-type DecisionKey = (EventType, Decision, Option<Arc<str>>, Option<Arc<str>>);
+/// An `Arc<str>` compared and hashed by address: the snapshot's policy names and the
+/// agents' names are shared, so counting needs no string hashing. Equal strings from
+/// different snapshots are merged when rendering.
+#[derive(Clone, Debug)]
+struct ById(Option<Arc<str>>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+impl Eq for ById {}
+impl std::hash::Hash for ById {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_usize(self.0.as_ref().map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize));
+    }
+}
+
+type DecisionKey = (EventType, Decision, ById, ById);
 
 #[derive(Default)]
 struct Shard {
@@ -126,7 +148,7 @@ impl Monitor {
             if let Some(c) = s.events.get_mut(et.index()) {
                 *c += 1;
             }
-            *s.decisions.entry((et, r.decision, r.decided_by.clone(), r.matched_by.clone())).or_default() += 1;
+            *s.decisions.entry((et, r.decision, ById(r.decided_by.clone()), ById(r.matched_by.clone()))).or_default() += 1;
             if let Some(n) = outcome.chain_nanos {
                 s.chain.record(n);
             }
@@ -161,8 +183,21 @@ impl Monitor {
                     if log.len() >= self.log_capacity {
                         log.pop_front();
                     }
-                    let mut response = r.clone();
-                    response.trace = None;
+                    let response = Response {
+                        decision: r.decision,
+                        target_peer: r.target_peer.clone(),
+                        fallback_peers: None,
+                        target_peers: r.target_peers.clone(),
+                        services: r.services.clone(),
+                        rate_limit: r.rate_limit,
+                        connection_id: r.connection_id.clone(),
+                        matched_by: r.matched_by.clone(),
+                        decided_by: r.decided_by.clone(),
+                        reason: r.reason.clone(),
+                        would_deny: r.would_deny.clone(),
+                        annotations: Default::default(),
+                        trace: None,
+                    };
                     log.push_back(LogEntry {
                         seq: self.log_seq.fetch_add(1, Ordering::Relaxed),
                         time: now.0,
@@ -228,16 +263,19 @@ impl Monitor {
             let _ = writeln!(out, "clpe_events_total{{event=\"{}\"}} {n}", et.as_str());
         }
         header(&mut out, "clpe_decisions_total", "counter", "Decisions, by event type, decision, deciding agent and matched policy.");
-        let mut decisions: Vec<_> = m.decisions.iter().collect();
-        decisions.sort_by(|a, b| key_text(a.0).cmp(&key_text(b.0)));
-        for ((et, d, agent, policy), n) in decisions {
+        let mut decisions: std::collections::BTreeMap<(EventType, &'static str, String, String), (Decision, u64)> =
+            std::collections::BTreeMap::new();
+        for (k, n) in &m.decisions {
+            decisions.entry(key_text(k)).or_insert((k.1, 0)).1 += n;
+        }
+        for ((et, _, agent, policy), (d, n)) in decisions {
             let _ = writeln!(
                 out,
                 "clpe_decisions_total{{event=\"{}\",decision=\"{}\",agent=\"{}\",policy=\"{}\"}} {n}",
                 et.as_str(),
                 d.as_str(),
-                escape(agent.as_deref().unwrap_or("")),
-                escape(policy.as_deref().unwrap_or(""))
+                escape(&agent),
+                escape(&policy)
             );
         }
         header(&mut out, "clpe_decision_duration_seconds", "histogram", "Time to run an event's whole chain.");
@@ -288,7 +326,7 @@ impl Monitor {
 }
 
 fn key_text(k: &DecisionKey) -> (EventType, &'static str, String, String) {
-    (k.0, k.1.as_str(), k.2.as_deref().unwrap_or("").to_owned(), k.3.as_deref().unwrap_or("").to_owned())
+    (k.0, k.1.as_str(), k.2.0.as_deref().unwrap_or("").to_owned(), k.3.0.as_deref().unwrap_or("").to_owned())
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

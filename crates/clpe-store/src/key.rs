@@ -70,10 +70,7 @@ mod tests {
 
     fn part() -> impl Strategy<Value = String> {
         // Small alphabets make prefixes, NULs and equal parts common.
-        prop_oneof![
-            "[ab\u{0}\u{1}\u{ff}]{0,4}",
-            any::<String>(),
-        ]
+        prop_oneof!["[ab\u{0}\u{1}\u{ff}]{0,4}", any::<String>(),]
     }
 
     fn doc_key() -> impl Strategy<Value = DocKey> {

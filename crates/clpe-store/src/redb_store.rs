@@ -5,14 +5,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
-    StorageError, TableDefinition,
+    Builder, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError,
+    TableDefinition,
 };
 
 use crate::{Change, Loaded, Store, StoreError, key};
 
-/// The file the store keeps in its directory.
-pub const FILE_NAME: &str = "store.redb";
+const FILE_NAME: &str = "store.redb";
 
 /// Documents by [`key::encode`] of their key.
 const DOCS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("docs");
@@ -32,6 +31,9 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
+    /// The name of the file the store keeps in its directory.
+    pub const FILE_NAME: &str = FILE_NAME;
+
     /// Opens the store in `dir`, creating the directory and the file if needed.
     ///
     /// Every page's checksum is verified on open, so a damaged file is refused with
@@ -74,8 +76,10 @@ impl RedbStore {
             .db
             .begin_write()
             .map_err(self.fail("begin a write transaction"))?;
-        txn.open_table(DOCS).map_err(self.fail("open the docs table"))?;
-        txn.open_table(META).map_err(self.fail("open the meta table"))?;
+        txn.open_table(DOCS)
+            .map_err(self.fail("open the docs table"))?;
+        txn.open_table(META)
+            .map_err(self.fail("open the meta table"))?;
         txn.open_table(STATE)
             .map_err(self.fail("open the state table"))?;
         txn.commit().map_err(self.fail("commit the tables"))
@@ -159,10 +163,11 @@ impl Store for RedbStore {
         let mut docs = Vec::new();
         for entry in table.iter().map_err(self.fail("read the documents"))? {
             let (stored_key, body) = entry.map_err(self.fail("read a document"))?;
-            let doc_key = key::decode(stored_key.value()).map_err(|detail| StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("bad document key: {detail}"),
-            })?;
+            let doc_key =
+                key::decode(stored_key.value()).map_err(|detail| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("bad document key: {detail}"),
+                })?;
             docs.push((doc_key, body.value().to_vec()));
         }
 
@@ -282,7 +287,11 @@ mod tests {
         assert_eq!(before.revision, 2);
         let store = RedbStore::open(dir.path()).unwrap();
         assert_eq!(store.load().unwrap(), before);
-        assert_eq!(store.commit(&[]).unwrap(), 3, "revisions go on after a reopen");
+        assert_eq!(
+            store.commit(&[]).unwrap(),
+            3,
+            "revisions go on after a reopen"
+        );
     }
 
     #[test]
@@ -305,7 +314,14 @@ mod tests {
         // The refused open left the first handle and its data alone.
         assert_eq!(store.load().unwrap().docs.len(), 1);
         drop(store);
-        assert_eq!(RedbStore::open(dir.path()).unwrap().load().unwrap().revision, 1);
+        assert_eq!(
+            RedbStore::open(dir.path())
+                .unwrap()
+                .load()
+                .unwrap()
+                .revision,
+            1
+        );
     }
 
     #[test]

@@ -149,7 +149,13 @@ fn binary_and_odd_keys_round_trip(store: &dyn Store) {
     store.commit(&changes).unwrap();
     let mut expected = odd.to_vec();
     expected.sort();
-    let loaded: Vec<DocKey> = store.load().unwrap().docs.into_iter().map(|(k, _)| k).collect();
+    let loaded: Vec<DocKey> = store
+        .load()
+        .unwrap()
+        .docs
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     assert_eq!(loaded, expected);
 }
 

@@ -80,10 +80,7 @@ impl Model {
 }
 
 /// Runs `steps` against the store `open` gives and the model, comparing after each.
-fn check(
-    steps: &[Step],
-    mut open: impl FnMut() -> Box<dyn Store>,
-) -> Result<(), TestCaseError> {
+fn check(steps: &[Step], mut open: impl FnMut() -> Box<dyn Store>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut store = Some(open());
     for step in steps {
@@ -116,6 +113,9 @@ proptest! {
 }
 
 proptest! {
+    // Fewer cases than the default: every commit is an fsync, which dominates the time.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
     #[test]
     fn redb_store_follows_the_model(steps in steps()) {
         let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,13 @@ const KEYS: usize = 25;
 
 fn spawn_child(dir: &Path, role: &str) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(DIR_VAR, dir)
         .env(ROLE_VAR, role)
         .stdin(Stdio::piped())
@@ -33,14 +39,15 @@ fn spawn_child(dir: &Path, role: &str) -> (Child, Lines<BufReader<ChildStdout>>)
     (child, lines)
 }
 
-/// Reads the child's output up to a line that starts with `prefix`, and returns the rest.
-fn wait_for(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+/// Reads the child's output up to a line with `marker`, and returns what follows it.
+/// The harness prints `test child ... ` on the line of the first marker.
+fn wait_for(lines: &mut Lines<BufReader<ChildStdout>>, marker: &str) -> String {
     for line in lines.by_ref() {
-        if let Some(rest) = line.unwrap().strip_prefix(prefix) {
+        if let Some((_, rest)) = line.unwrap().split_once(marker) {
             return rest.to_owned();
         }
     }
-    panic!("the child ended before printing `{prefix}`");
+    panic!("the child ended before printing `{marker}`");
 }
 
 #[test]
@@ -55,7 +62,11 @@ fn a_store_open_in_another_process_is_refused() {
     drop(child.stdin.take()); // tells the child to close the store and exit
     assert!(child.wait().unwrap().success());
     let store = RedbStore::open(dir.path()).unwrap();
-    assert_eq!(store.load().unwrap().revision, 1, "the child's commit is there");
+    assert_eq!(
+        store.load().unwrap().revision,
+        1,
+        "the child's commit is there"
+    );
 }
 
 #[test]
@@ -84,7 +95,7 @@ fn a_killed_writer_leaves_whole_batches() {
         child.wait().unwrap();
         // Acknowledgements printed after the last one read were acknowledged too.
         for line in lines {
-            if let Some(rest) = line.unwrap().strip_prefix("ACK ") {
+            if let Some((_, rest)) = line.unwrap().split_once("ACK ") {
                 acked = rest.parse().unwrap();
             }
         }

@@ -1,0 +1,112 @@
+//! The monitor's Prometheus text parses with a real parser and agrees with the decisions,
+//! and rate-limit state stays bounded under unbounded keys.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::sync::Arc;
+
+use clpe_core::document::parse_value;
+use clpe_core::{DecideOptions, Engine, EngineConfig, Event, PeerName, Time};
+use serde_json::json;
+
+fn engine(extra: Vec<serde_json::Value>) -> Engine {
+    engine_with(extra, 3600)
+}
+
+fn engine_with(extra: Vec<serde_json::Value>, lease: u64) -> Engine {
+    let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker: clpe_core::dispatcher::Ticker = Arc::new(move || ticks.fetch_add(700, std::sync::atomic::Ordering::Relaxed));
+    let engine = Engine::new(EngineConfig { local_peer: PeerName::from("home"), ticker: Some(ticker), default_lease_secs: lease, ..EngineConfig::default() });
+    let mut docs = vec![
+        json!({"kind": "Peer", "metadata": {"name": "p0"}}),
+        json!({"kind": "Import", "metadata": {"name": "db"}, "spec": {"sources": [{"peer": "p0", "exportName": "db", "exportNamespace": "default"}]}}),
+        json!({"kind": "AccessPolicy", "metadata": {"name": "allow-a"}, "spec": {"action": "allow", "from": [{"workloadSelector": {"matchLabels": {"client.clusterlink.net/service": "a"}}}], "to": [{"workloadSelector": {}}]}}),
+    ];
+    docs.extend(extra);
+    let docs = docs.into_iter().enumerate().map(|(i, d)| parse_value(d, i + 1).unwrap()).collect();
+    engine.apply(docs).unwrap();
+    engine
+}
+
+fn conn(src: &str, id: &str) -> Event {
+    serde_json::from_value(json!({"type": "NewConnection", "direction": "egress", "src_service": src, "dst_service": "db", "connection_id": id})).unwrap()
+}
+
+#[test]
+fn prometheus_text_parses_and_counts_agree() {
+    let engine = engine(vec![]);
+    let opts = DecideOptions::default();
+    for i in 0..5 {
+        engine.decide(&conn("a", &format!("c{i}")), Time::ZERO, opts).unwrap();
+    }
+    for i in 0..3 {
+        engine.decide(&conn("b", &format!("d{i}")), Time::ZERO, opts).unwrap();
+    }
+    let closed: Event = serde_json::from_value(json!({"type": "ConnectionClosed", "connection_id": "c0", "bytes_sent": 10, "bytes_received": 20})).unwrap();
+    engine.decide(&closed, Time::ZERO, opts).unwrap();
+    // Dry runs are not counted.
+    engine.decide(&conn("a", "dry"), Time::ZERO, DecideOptions { explain: false, dry_run: true }).unwrap();
+
+    let text = engine.metrics();
+    let lines: Vec<_> = text.lines().map(|l| Ok(l.to_owned())).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter()).unwrap();
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(value("clpe_events_total", &[("event", "NewConnection")]), 8.0);
+    assert_eq!(value("clpe_events_total", &[("event", "ConnectionClosed")]), 1.0);
+    assert_eq!(value("clpe_decisions_total", &[("decision", "allow"), ("event", "NewConnection"), ("policy", "default/allow-a")]), 5.0);
+    assert_eq!(value("clpe_decisions_total", &[("decision", "deny"), ("agent", "acl")]), 3.0);
+    assert_eq!(value("clpe_open_connections", &[]), 4.0);
+    assert_eq!(value("clpe_connection_sent_bytes_total", &[("service", "a"), ("peer", "p0")]), 10.0);
+    assert_eq!(value("clpe_connection_received_bytes_total", &[("service", "a"), ("peer", "p0")]), 20.0);
+    let chain = scrape.samples.iter().find(|s| s.metric == "clpe_decision_duration_seconds").unwrap();
+    match &chain.value {
+        prometheus_parse::Value::Histogram(h) => assert_eq!(h.last().unwrap().count, 9.0),
+        other => panic!("not a histogram: {other:?}"),
+    }
+    assert_eq!(engine.monitor().decisions(100).len(), 9);
+}
+
+#[test]
+fn a_million_rate_limit_keys_stay_bounded() {
+    // Connections are released after a second of simulated time: only rate state grows.
+    let engine = engine_with(vec![json!({
+        "kind": "RateLimitPolicy", "metadata": {"name": "per-client"},
+        "spec": {"from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}], "connectionsPerSecond": 10, "burst": 5,
+                 "key": ["client.clusterlink.net/labels.id"]}
+    })], 1);
+    let rates = &engine.runtime().rates;
+    let mut peak = 0;
+    let mut now = Time::ZERO;
+    for i in 0..1_000_000u64 {
+        // 10,000 new keys per simulated second; a key is idle 100 ms after its one use.
+        now = Time(i * 100_000);
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("client.clusterlink.net/labels.id".to_owned(), i.to_string());
+        let ev = Event::NewConnection(clpe_core::event::NewConnection {
+            direction: clpe_core::event::Direction::Egress,
+            dst_service: "db".into(),
+            dst_namespace: None,
+            src_service: Some("a".into()),
+            src_peer: None,
+            src_attributes: attrs,
+            connection_id: None,
+        });
+        engine.decide(&ev, now, DecideOptions { explain: false, dry_run: false }).unwrap();
+        engine.runtime().connections.expire(now);
+        if i % 10_000 == 0 {
+            peak = peak.max(rates.len());
+        }
+    }
+    assert!(peak < 50_000, "rate buckets grew to {peak}");
+    rates.sweep(now.plus_nanos(1_000_000_000));
+    assert_eq!(rates.len(), 0, "idle keys are dropped");
+}
