@@ -41,7 +41,9 @@ impl AclIndex {
         if self.rules.is_empty() {
             return None;
         }
-        self.index.first_match(src, dst).and_then(|id| self.rules.get(id as usize))
+        self.index
+            .first_match(src, dst)
+            .and_then(|id| self.rules.get(id as usize))
     }
 }
 
@@ -53,9 +55,11 @@ struct Tables {
 
 impl Tables {
     fn evaluate(&self, namespace: &str, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<&AclRule> {
-        self.privileged
-            .first(src, dst)
-            .or_else(|| self.by_namespace.get(namespace).and_then(|t| t.first(src, dst)))
+        self.privileged.first(src, dst).or_else(|| {
+            self.by_namespace
+                .get(namespace)
+                .and_then(|t| t.first(src, dst))
+        })
     }
 }
 
@@ -68,7 +72,15 @@ pub struct AclTables {
     default_deny: Arc<str>,
 }
 
-type Resolve = fn(&[Workload], &FxHashMap<&str, &[Selector]>, &Document, &str) -> Result<Box<[Selector]>, DocError>;
+/// A policy being filed: its action, rule, payload and whether it is dry-run.
+type Entry = (Action, Rule, AclRule, bool);
+
+type Resolve = fn(
+    &[Workload],
+    &FxHashMap<&str, &[Selector]>,
+    &Document,
+    &str,
+) -> Result<Box<[Selector]>, DocError>;
 
 /// An access decision: the rule that decided, or `None` for the default deny.
 #[derive(Clone, Copy, Debug)]
@@ -83,42 +95,64 @@ impl AccessDecision<'_> {
 }
 
 impl AclTables {
-    pub fn build(docs: &Docs, sets: &FxHashMap<&str, &[Selector]>, resolve: Resolve) -> Result<AclTables, DocError> {
+    pub fn build(
+        docs: &Docs,
+        sets: &FxHashMap<&str, &[Selector]>,
+        resolve: Resolve,
+    ) -> Result<AclTables, DocError> {
         // (bucket order, rule): deny before allow; docs iterate in name order.
-        let mut privileged: Vec<(Action, Rule, AclRule, bool)> = Vec::new();
-        let mut regular: FxHashMap<Arc<str>, Vec<(Action, Rule, AclRule, bool)>> = FxHashMap::default();
+        let mut privileged: Vec<Entry> = Vec::new();
+        let mut regular: FxHashMap<Arc<str>, Vec<Entry>> = FxHashMap::default();
         let mut any_dry_run = false;
         for doc in docs.values() {
-            let Spec::Access(spec) = &doc.spec else { continue };
+            let Spec::Access(spec) = &doc.spec else {
+                continue;
+            };
             let rule = Rule {
                 from: resolve(&spec.from, sets, doc, "spec.from")?,
                 to: resolve(&spec.to, sets, doc, "spec.to")?,
             };
             let privileged_kind = doc.key.kind == Kind::PrivilegedAccessPolicy;
-            let acl = AclRule { action: spec.action, matched_by: doc.key.reference().into(), privileged: privileged_kind };
+            let acl = AclRule {
+                action: spec.action,
+                matched_by: doc.key.reference().into(),
+                privileged: privileged_kind,
+            };
             any_dry_run |= spec.dry_run;
             let entry = (spec.action, rule, acl, spec.dry_run);
             if privileged_kind {
                 privileged.push(entry);
             } else {
-                regular.entry(doc.key.namespace.clone()).or_default().push(entry);
+                regular
+                    .entry(doc.key.namespace.clone())
+                    .or_default()
+                    .push(entry);
             }
         }
-        let make = |entries: &[(Action, Rule, AclRule, bool)], with_dry_run: bool| -> AclIndex {
-            let mut chosen: Vec<&(Action, Rule, AclRule, bool)> =
-                entries.iter().filter(|e| with_dry_run || !e.3).collect();
+        let make = |entries: &[Entry], with_dry_run: bool| -> AclIndex {
+            let mut chosen: Vec<&Entry> = entries.iter().filter(|e| with_dry_run || !e.3).collect();
             // Stable: name order is kept within each action.
             chosen.sort_by_key(|e| e.0 == Action::Allow);
             let rules = chosen.iter().map(|e| e.1.clone()).collect();
             let acl = chosen
                 .iter()
-                .map(|e| AclRule { action: e.2.action, matched_by: e.2.matched_by.clone(), privileged: e.2.privileged })
+                .map(|e| AclRule {
+                    action: e.2.action,
+                    matched_by: e.2.matched_by.clone(),
+                    privileged: e.2.privileged,
+                })
                 .collect();
-            AclIndex { index: MatchIndex::build(rules), rules: acl }
+            AclIndex {
+                index: MatchIndex::build(rules),
+                rules: acl,
+            }
         };
         let tables = |with_dry_run: bool| Tables {
             privileged: make(&privileged, with_dry_run),
-            by_namespace: regular.iter().map(|(ns, e)| (ns.clone(), make(e, with_dry_run))).collect(),
+            by_namespace: regular
+                .iter()
+                .map(|(ns, e)| (ns.clone(), make(e, with_dry_run)))
+                .collect(),
         };
         Ok(AclTables {
             enforced: tables(false),
@@ -129,13 +163,23 @@ impl AclTables {
 
     /// Decides one source against one destination in `namespace` (regular policies'
     /// scope), reporting a dry-run deny to the context.
-    pub fn check<'a>(&'a self, cx: &mut Context<'_>, namespace: &str, src: &Attrs<'_>, dst: &Attrs<'_>) -> AccessDecision<'a> {
+    pub fn check<'a>(
+        &'a self,
+        cx: &mut Context<'_>,
+        namespace: &str,
+        src: &Attrs<'_>,
+        dst: &Attrs<'_>,
+    ) -> AccessDecision<'a> {
         let rule = self.enforced.evaluate(namespace, src, dst);
         let decision = AccessDecision { rule };
         if let Some(shadow) = &self.shadow {
-            let would = AccessDecision { rule: shadow.evaluate(namespace, src, dst) };
+            let would = AccessDecision {
+                rule: shadow.evaluate(namespace, src, dst),
+            };
             if decision.allowed() && !would.allowed() {
-                let policy = would.rule.map_or_else(|| self.default_deny.clone(), |r| r.matched_by.clone());
+                let policy = would
+                    .rule
+                    .map_or_else(|| self.default_deny.clone(), |r| r.matched_by.clone());
                 cx.would_deny(&policy);
             }
         }
@@ -151,7 +195,11 @@ impl AclTables {
 }
 
 fn kind_of(rule: &AclRule) -> &'static str {
-    if rule.privileged { "PrivilegedAccessPolicy" } else { "AccessPolicy" }
+    if rule.privileged {
+        "PrivilegedAccessPolicy"
+    } else {
+        "AccessPolicy"
+    }
 }
 
 fn describe(rule: Option<&AclRule>) -> String {
@@ -172,7 +220,11 @@ impl Agent for Acl {
                 let dst = cx.dst_local(export);
                 let src = cx.src.clone();
                 let d = acl.check(cx, namespace, &src, &dst);
-                Ok(verdict(acl, d, &format!("connection to {}", export.reference)))
+                Ok(verdict(
+                    acl,
+                    d,
+                    &format!("connection to {}", export.reference),
+                ))
             }
             Scope::Egress { import } => {
                 let namespace: &str = &import.namespace;
@@ -180,7 +232,11 @@ impl Agent for Acl {
                 if let Some(target) = cx.target {
                     let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &target));
                     if !d.allowed() {
-                        return Ok(verdict(acl, d, &format!("connection to peer {}", target.name())));
+                        return Ok(verdict(
+                            acl,
+                            d,
+                            &format!("connection to peer {}", target.name()),
+                        ));
                     }
                     if let Some(r) = d.rule {
                         cx.allow(Some(target.name()), r.matched_by.clone());
@@ -214,10 +270,15 @@ impl Agent for Acl {
                                 "no source of Import {import_ref} is allowed (peer {peer}: {})",
                                 describe(d.rule)
                             ),
-                            matched_by: Some(d.rule.map_or_else(|| acl.default_deny().clone(), |r| r.matched_by.clone())),
+                            matched_by: Some(d.rule.map_or_else(
+                                || acl.default_deny().clone(),
+                                |r| r.matched_by.clone(),
+                            )),
                         },
                         None => Verdict::Deny {
-                            reason: format!("Import {import_ref} has no source peer in the inventory"),
+                            reason: format!(
+                                "Import {import_ref} has no source peer in the inventory"
+                            ),
                             matched_by: Some(acl.default_deny().clone()),
                         },
                     });
@@ -240,9 +301,14 @@ impl Agent for Acl {
                     }
                 }
                 Ok(match first.and_then(|d| d.rule) {
-                    Some(r) => Verdict::Allow { matched_by: Some(r.matched_by.clone()) },
+                    Some(r) => Verdict::Allow {
+                        matched_by: Some(r.matched_by.clone()),
+                    },
                     None => Verdict::Deny {
-                        reason: format!("no peer may connect to {} (default deny)", export.reference),
+                        reason: format!(
+                            "no peer may connect to {} (default deny)",
+                            export.reference
+                        ),
                         matched_by: Some(acl.default_deny().clone()),
                     },
                 })
@@ -265,7 +331,9 @@ impl Agent for Acl {
                 }
                 cx.services = services.into_iter().map(|(s, _)| s).collect();
                 Ok(match first {
-                    Some(r) => Verdict::Allow { matched_by: Some(r.matched_by.clone()) },
+                    Some(r) => Verdict::Allow {
+                        matched_by: Some(r.matched_by.clone()),
+                    },
                     None => Verdict::Deny {
                         reason: format!("peer {peer} may see no service (default deny)"),
                         matched_by: Some(acl.default_deny().clone()),
@@ -279,8 +347,13 @@ impl Agent for Acl {
 
 fn verdict(acl: &AclTables, d: AccessDecision<'_>, what: &str) -> Verdict {
     match d.rule {
-        Some(r) if r.action == Action::Allow => Verdict::Allow { matched_by: Some(r.matched_by.clone()) },
-        Some(r) => Verdict::Deny { reason: format!("{what} denied by {}", describe(Some(r))), matched_by: Some(r.matched_by.clone()) },
+        Some(r) if r.action == Action::Allow => Verdict::Allow {
+            matched_by: Some(r.matched_by.clone()),
+        },
+        Some(r) => Verdict::Deny {
+            reason: format!("{what} denied by {}", describe(Some(r))),
+            matched_by: Some(r.matched_by.clone()),
+        },
         None => Verdict::Deny {
             reason: format!("{what} denied: {}", describe(None)),
             matched_by: Some(acl.default_deny().clone()),

@@ -21,7 +21,10 @@ pub enum Verdict {
     /// The agent allows (naming the policy, if one decided). Later agents may still deny.
     Allow { matched_by: Option<Arc<str>> },
     /// The agent denies: the chain ends.
-    Deny { reason: String, matched_by: Option<Arc<str>> },
+    Deny {
+        reason: String,
+        matched_by: Option<Arc<str>>,
+    },
 }
 
 /// The settled outcome of one chain, as observers see it.

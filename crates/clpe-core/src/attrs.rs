@@ -57,7 +57,8 @@ impl<'a> Attrs<'a> {
     pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
         let mut map = std::collections::BTreeMap::new();
         for (k, v) in &self.pairs {
-            map.entry((*k).to_owned()).or_insert_with(|| (*v).to_owned());
+            map.entry((*k).to_owned())
+                .or_insert_with(|| (*v).to_owned());
         }
         map
     }
@@ -69,8 +70,10 @@ pub fn owned_with_labels<'l>(
     label_prefix: &str,
     labels: impl IntoIterator<Item = (&'l String, &'l String)>,
 ) -> OwnedAttrs {
-    let mut out: Vec<(Box<str>, Box<str>)> =
-        fixed.iter().map(|(k, v)| (Box::from(*k), Box::from(*v))).collect();
+    let mut out: Vec<(Box<str>, Box<str>)> = fixed
+        .iter()
+        .map(|(k, v)| (Box::from(*k), Box::from(*v)))
+        .collect();
     for (k, v) in labels {
         out.push((format!("{label_prefix}{k}").into(), v.as_str().into()));
     }

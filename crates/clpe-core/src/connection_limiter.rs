@@ -39,11 +39,15 @@ fn reserve(cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
     }
     let snapshot = cx.snapshot;
     let runtime = cx.runtime;
-    let Some(dst) = cx.dst_current() else { return Ok(Verdict::Continue) };
+    let Some(dst) = cx.dst_current() else {
+        return Ok(Verdict::Continue);
+    };
     let mut ids = SmallVec::new();
     snapshot.conn_index.all_matches(&cx.src, &dst, &mut ids);
     for id in ids {
-        let Some(p) = snapshot.conn_limits.get(id as usize) else { continue };
+        let Some(p) = snapshot.conn_limits.get(id as usize) else {
+            continue;
+        };
         let mut values: SmallVec<[&str; 4]> = SmallVec::new();
         key_values(&mut values, &p.spec.key, Some(&cx.src));
         key_values(&mut values, &p.spec.target_key, Some(&dst));

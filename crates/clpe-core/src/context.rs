@@ -30,10 +30,20 @@ impl Candidate<'_> {
 /// What the event is about, resolved against the inventory.
 #[derive(Clone, Copy, Debug)]
 pub enum Scope<'s> {
-    Ingress { export: &'s ExportEntry, namespace: &'s str },
-    Egress { import: &'s ImportEntry },
-    Expose { export: &'s ExportEntry, namespace: &'s str },
-    List { peer: &'s PeerName },
+    Ingress {
+        export: &'s ExportEntry,
+        namespace: &'s str,
+    },
+    Egress {
+        import: &'s ImportEntry,
+    },
+    Expose {
+        export: &'s ExportEntry,
+        namespace: &'s str,
+    },
+    List {
+        peer: &'s PeerName,
+    },
     Closed,
 }
 
@@ -129,7 +139,10 @@ impl<'s> Context<'s> {
         }
         let first = self.candidates.remove(0);
         let (reachable, unreachable): (SmallVec<[Candidate<'s>; 4]>, SmallVec<[Candidate<'s>; 4]>) =
-            self.candidates.iter().copied().partition(|c| c.peer.reachable);
+            self.candidates
+                .iter()
+                .copied()
+                .partition(|c| c.peer.reachable);
         self.candidates.insert(0, first);
         self.fallbacks = reachable.into_iter().chain(unreachable).collect();
         self.target = Some(first);
@@ -142,13 +155,21 @@ impl<'s> Context<'s> {
         self.candidates.retain(|c| c.name() != peer);
         self.fallbacks.retain(|c| c.name() != peer);
         if self.target.as_ref().is_some_and(|t| t.name() == peer) {
-            self.target = if self.fallbacks.is_empty() { None } else { Some(self.fallbacks.remove(0)) };
+            self.target = if self.fallbacks.is_empty() {
+                None
+            } else {
+                Some(self.fallbacks.remove(0))
+            };
         }
     }
 
     /// Records that the current agent allows `peer` (or the event, with `None`) by a policy.
     pub fn allow(&mut self, peer: Option<&PeerName>, matched_by: Arc<str>) {
-        self.allows.push(AllowMark { peer: peer.cloned(), matched_by, agent: self.current_agent.clone() });
+        self.allows.push(AllowMark {
+            peer: peer.cloned(),
+            matched_by,
+            agent: self.current_agent.clone(),
+        });
     }
 
     /// Notes a policy that matched, for the trace.
@@ -160,7 +181,8 @@ impl<'s> Context<'s> {
 
     /// A dry-run policy would have denied.
     pub fn would_deny(&mut self, policy: &Arc<str>) {
-        self.would_deny.push((self.current_agent.clone(), policy.clone()));
+        self.would_deny
+            .push((self.current_agent.clone(), policy.clone()));
     }
 
     pub fn is_explaining(&self) -> bool {

@@ -13,7 +13,9 @@ use crate::agent::{Agent, AgentLoader, Outcome, Verdict};
 use crate::context::{Candidate, Context, Scope, source_attrs};
 use crate::document::{DocKey, Document, FailureMode, parse_value};
 use crate::error::{ApplyError, EventError};
-use crate::event::{Decision, Direction, Event, EventType, RateLimit, Response, TraceEntry, WouldDeny};
+use crate::event::{
+    Decision, Direction, Event, EventType, RateLimit, Response, TraceEntry, WouldDeny,
+};
 use crate::monitor::{Monitor, MonitorAgent};
 use crate::names::{AgentName, PeerName, Time};
 use crate::runtime::Runtime;
@@ -116,7 +118,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("local_peer", &self.config.local_peer).finish()
+        f.debug_struct("Engine")
+            .field("local_peer", &self.config.local_peer)
+            .finish()
     }
 }
 
@@ -131,7 +135,11 @@ impl Engine {
     }
 
     /// An engine rebuilt from stored documents (no defaults added).
-    pub fn restore(config: EngineConfig, docs: Vec<Document>, revision: u64) -> Result<Engine, ApplyError> {
+    pub fn restore(
+        config: EngineConfig,
+        docs: Vec<Document>,
+        revision: u64,
+    ) -> Result<Engine, ApplyError> {
         let engine = Engine::empty(config);
         let mut all = Docs::new();
         for d in docs {
@@ -143,14 +151,26 @@ impl Engine {
     }
 
     fn empty(config: EngineConfig) -> Engine {
-        let runtime = Arc::new(Runtime::new(config.seed, config.default_lease_secs.saturating_mul(1_000_000_000)));
+        let runtime = Arc::new(Runtime::new(
+            config.seed,
+            config.default_lease_secs.saturating_mul(1_000_000_000),
+        ));
         let monitor = Arc::new(Monitor::new(config.decision_log));
         let builtins: Vec<(AgentName, Arc<dyn Agent>)> = vec![
             (AgentName::from("acl"), Arc::new(crate::acl::Acl)),
             (AgentName::from("lb"), Arc::new(crate::lb::LoadBalancer)),
-            (AgentName::from("connection-limiter"), Arc::new(crate::connection_limiter::ConnectionLimiter)),
-            (AgentName::from("rate-limiter"), Arc::new(crate::rate_limiter::RateLimiter)),
-            (AgentName::from("monitor"), Arc::new(MonitorAgent(monitor.clone()))),
+            (
+                AgentName::from("connection-limiter"),
+                Arc::new(crate::connection_limiter::ConnectionLimiter),
+            ),
+            (
+                AgentName::from("rate-limiter"),
+                Arc::new(crate::rate_limiter::RateLimiter),
+            ),
+            (
+                AgentName::from("monitor"),
+                Arc::new(MonitorAgent(monitor.clone())),
+            ),
         ];
         let empty = Snapshot::empty(&config.local_peer);
         Engine {
@@ -185,7 +205,12 @@ impl Engine {
         self.monitor.render(&self.runtime)
     }
 
-    fn build(&self, docs: Docs, revision: u64, batch: &[DocKey]) -> Result<Snapshot, (ApplyError, ())> {
+    fn build(
+        &self,
+        docs: Docs,
+        revision: u64,
+        batch: &[DocKey],
+    ) -> Result<Snapshot, (ApplyError, ())> {
         let prev = self.snapshot.load();
         let env = BuildEnv {
             local_peer: &self.config.local_peer,
@@ -197,7 +222,9 @@ impl Engine {
             let err = match e {
                 BuildError::Conflict(d) => ApplyError::Conflict(d),
                 // A document outside the batch broken by it: the batch conflicts.
-                BuildError::Invalid(d) if !batch.iter().any(|k| k.to_string() == d.document) && !batch.is_empty() => {
+                BuildError::Invalid(d)
+                    if !batch.iter().any(|k| k.to_string() == d.document) && !batch.is_empty() =>
+                {
                     ApplyError::Conflict(d)
                 }
                 BuildError::Invalid(d) => ApplyError::Invalid(vec![d]),
@@ -222,7 +249,8 @@ impl Engine {
         let current = self.snapshot.load_full();
         let mut next = current.docs.clone();
         // A later document of the batch with the same name wins.
-        let mut batch: std::collections::BTreeMap<DocKey, Document> = std::collections::BTreeMap::new();
+        let mut batch: std::collections::BTreeMap<DocKey, Document> =
+            std::collections::BTreeMap::new();
         for doc in docs {
             batch.insert(doc.key.clone(), doc);
         }
@@ -283,12 +311,19 @@ impl Engine {
         results: Vec<(String, &'static str)>,
         commit: impl FnOnce(&[Change]) -> Result<(), String>,
     ) -> Result<Applied, ApplyError> {
-        let revision = if changes.is_empty() { current.revision } else { current.revision + 1 };
+        let revision = if changes.is_empty() {
+            current.revision
+        } else {
+            current.revision + 1
+        };
         let snapshot = if changes.is_empty() {
             None
         } else {
             let batch_or_delete: Vec<DocKey> = batch.to_vec();
-            Some(self.build(next, revision, &batch_or_delete).map_err(|(e, _)| e)?)
+            Some(
+                self.build(next, revision, &batch_or_delete)
+                    .map_err(|(e, _)| e)?,
+            )
         };
         if let Some(snapshot) = snapshot {
             commit(&changes).map_err(ApplyError::Store)?;
@@ -298,14 +333,26 @@ impl Engine {
     }
 
     /// Decides one event. An `Err` means the event itself is malformed; a deny is an `Ok`.
-    pub fn decide(&self, event: &Event, now: Time, opts: DecideOptions) -> Result<Response, EventError> {
+    pub fn decide(
+        &self,
+        event: &Event,
+        now: Time,
+        opts: DecideOptions,
+    ) -> Result<Response, EventError> {
         event.check()?;
         let start = self.config.ticker.as_ref().map(|t| t());
         let snapshot = self.snapshot.load();
         Ok(self.run(&snapshot, event, now, opts, start))
     }
 
-    fn run(&self, snapshot: &Snapshot, event: &Event, now: Time, opts: DecideOptions, start: Option<u64>) -> Response {
+    fn run(
+        &self,
+        snapshot: &Snapshot,
+        event: &Event,
+        now: Time,
+        opts: DecideOptions,
+        start: Option<u64>,
+    ) -> Response {
         let runtime: &Runtime = &self.runtime;
         if matches!(event, Event::NewConnection(_)) && !opts.dry_run {
             runtime.connections.expire(now);
@@ -355,7 +402,11 @@ impl Engine {
                 .enumerate()
                 .filter_map(|(order, source)| {
                     let peer = source.peer.as_deref()?;
-                    (peer.name != snapshot.local_peer).then_some(Candidate { source, peer, order })
+                    (peer.name != snapshot.local_peer).then_some(Candidate {
+                        source,
+                        peer,
+                        order,
+                    })
                 })
                 .collect();
         }
@@ -392,12 +443,18 @@ impl Engine {
                     failures.push(link.agent_name.clone());
                     match link.failure_mode {
                         FailureMode::Closed => {
-                            let reason = format!("agent {} failed: {e} (failure mode closed)", link.agent_name);
+                            let reason = format!(
+                                "agent {} failed: {e} (failure mode closed)",
+                                link.agent_name
+                            );
                             cx.decision = Some(Decision::Deny);
                             denial = Some((reason.clone(), None, link.agent_name.clone()));
                             ("failed", reason)
                         }
-                        FailureMode::Open => ("skipped", format!("agent {} failed: {e} (failure mode open)", link.agent_name)),
+                        FailureMode::Open => (
+                            "skipped",
+                            format!("agent {} failed: {e} (failure mode open)", link.agent_name),
+                        ),
                     }
                 }
             };
@@ -425,28 +482,52 @@ impl Engine {
             }
         }
         // Stitch: an allowed egress connection needs a target.
-        if denial.is_none() {
-            if let Scope::Egress { import } = scope {
-                if !cx.ensure_target() {
-                    denial = Some((
-                        format!("no candidate peer left for Import {}", import.key.reference()),
-                        None,
-                        "".into(),
-                    ));
-                }
-            }
+        if denial.is_none()
+            && let Scope::Egress { import } = scope
+            && !cx.ensure_target()
+        {
+            denial = Some((
+                format!(
+                    "no candidate peer left for Import {}",
+                    import.key.reference()
+                ),
+                None,
+                "".into(),
+            ));
         }
         let mut response = self.respond(&mut cx, denial, opts);
         response.trace = trace;
         let closed = cx.closed.take();
         drop(cx);
-        self.observe(chain, event, &response, opts, start, &timings, &failures, closed.as_ref(), now);
+        self.observe(
+            chain,
+            event,
+            &response,
+            opts,
+            start,
+            &timings,
+            &failures,
+            closed.as_ref(),
+            now,
+        );
         response
     }
 
-    fn respond(&self, cx: &mut Context<'_>, denial: Option<(String, Option<Arc<str>>, Arc<str>)>, opts: DecideOptions) -> Response {
+    fn respond(
+        &self,
+        cx: &mut Context<'_>,
+        denial: Option<(String, Option<Arc<str>>, Arc<str>)>,
+        opts: DecideOptions,
+    ) -> Response {
         let event_type = cx.event.event_type();
-        let would_deny = cx.would_deny.iter().map(|(a, p)| WouldDeny { agent: a.clone(), policy: p.clone() }).collect();
+        let would_deny = cx
+            .would_deny
+            .iter()
+            .map(|(a, p)| WouldDeny {
+                agent: a.clone(),
+                policy: p.clone(),
+            })
+            .collect();
         let mut r = Response {
             decision: Decision::Allow,
             target_peer: None,
@@ -472,16 +553,20 @@ impl Engine {
             r.reason = reason;
             r.matched_by = matched_by;
             r.decided_by = (!agent.is_empty()).then_some(agent);
-            if let Event::NewConnection(e) = cx.event {
-                if e.direction == Direction::Egress {
-                    r.fallback_peers = Some(Vec::new());
-                }
+            if let Event::NewConnection(e) = cx.event
+                && e.direction == Direction::Egress
+            {
+                r.fallback_peers = Some(Vec::new());
             }
             return r; // the reserved slots drop with the context: nothing leaks
         }
         let target = cx.target.map(|t| t.name().clone());
         let mark = match &target {
-            Some(t) => cx.allows.iter().find(|m| m.peer.as_ref() == Some(t)).or_else(|| cx.allows.iter().find(|m| m.peer.is_none())),
+            Some(t) => cx
+                .allows
+                .iter()
+                .find(|m| m.peer.as_ref() == Some(t))
+                .or_else(|| cx.allows.iter().find(|m| m.peer.is_none())),
             None => cx.allows.iter().find(|m| m.peer.is_none()),
         };
         if let Some(m) = mark {
@@ -496,16 +581,24 @@ impl Engine {
             Event::NewConnection(e) => {
                 r.rate_limit = cx.rate_limit.map(|b| RateLimit { bits_per_second: b });
                 if e.direction == Direction::Egress {
-                    r.fallback_peers = Some(cx.fallbacks.iter().map(|c| c.name().clone()).collect());
+                    r.fallback_peers =
+                        Some(cx.fallbacks.iter().map(|c| c.name().clone()).collect());
                     r.target_peer = target;
                 }
                 if !opts.dry_run {
-                    let id = cx.connection_id.clone().unwrap_or_else(|| self.runtime.connection_id());
-                    let peer = cx.target.map(|t| (t.peer.name.clone(), t.peer.open.clone()));
+                    let id = cx
+                        .connection_id
+                        .clone()
+                        .unwrap_or_else(|| self.runtime.connection_id());
+                    let peer = cx
+                        .target
+                        .map(|t| (t.peer.name.clone(), t.peer.open.clone()));
                     let slots = std::mem::take(&mut cx.slots);
                     let expires = cx.now.plus_nanos(self.runtime.default_lease);
                     let service = e.src_service.as_ref().map(|s| Arc::from(s.as_str()));
-                    self.runtime.connections.admit(id.clone(), peer, service, slots, expires);
+                    self.runtime
+                        .connections
+                        .admit(id.clone(), peer, service, slots, expires);
                     r.connection_id = Some(id);
                 } else {
                     r.connection_id = cx.connection_id.clone();
@@ -528,7 +621,10 @@ impl Engine {
         r
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; the pieces of one outcome")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the pieces of one outcome"
+    )]
     fn observe(
         &self,
         chain: &[crate::snapshot::Link],
@@ -548,7 +644,15 @@ impl Engine {
             (Some(t), Some(s)) => Some(t().saturating_sub(s)),
             _ => None,
         };
-        let outcome = Outcome { event, response, agent_nanos: timings, failures, chain_nanos, closed, now };
+        let outcome = Outcome {
+            event,
+            response,
+            agent_nanos: timings,
+            failures,
+            chain_nanos,
+            closed,
+            now,
+        };
         for link in chain {
             link.agent.observe(&outcome);
         }
@@ -572,21 +676,40 @@ fn resolve<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Result<Scope<'s>, St
         Event::NewConnection(e) => {
             let ns = e.dst_namespace.as_ref().map_or("default", |n| n.as_str());
             match e.direction {
-                Direction::Ingress => match snapshot.exports.get(ns).and_then(|m| m.get(e.dst_service.as_str())) {
-                    Some(export) => Ok(Scope::Ingress { export, namespace: ns }),
-                    None => Err(format!("service {ns}/{} is not exported here (no Export)", e.dst_service)),
+                Direction::Ingress => match snapshot
+                    .exports
+                    .get(ns)
+                    .and_then(|m| m.get(e.dst_service.as_str()))
+                {
+                    Some(export) => Ok(Scope::Ingress {
+                        export,
+                        namespace: ns,
+                    }),
+                    None => Err(format!(
+                        "service {ns}/{} is not exported here (no Export)",
+                        e.dst_service
+                    )),
                 },
                 Direction::Egress => match snapshot.import(ns, e.dst_service.as_str()) {
                     Some(import) => Ok(Scope::Egress { import }),
-                    None => Err(format!("service {ns}/{} is not imported here (no Import)", e.dst_service)),
+                    None => Err(format!(
+                        "service {ns}/{} is not imported here (no Import)",
+                        e.dst_service
+                    )),
                 },
             }
         }
         Event::ExposeService(e) => {
             let ns = e.namespace.as_ref().map_or("default", |n| n.as_str());
             match snapshot.export(ns, e.service.as_str()) {
-                Some(export) => Ok(Scope::Expose { export, namespace: ns }),
-                None => Err(format!("service {ns}/{} is not exported here (no Export)", e.service)),
+                Some(export) => Ok(Scope::Expose {
+                    export,
+                    namespace: ns,
+                }),
+                None => Err(format!(
+                    "service {ns}/{} is not exported here (no Export)",
+                    e.service
+                )),
             }
         }
         Event::ServiceListRequest(e) => Ok(Scope::List { peer: &e.src_peer }),
@@ -611,7 +734,9 @@ fn unresolved(event: &Event, reason: String) -> Response {
         trace: None,
     };
     match event {
-        Event::NewConnection(e) if e.direction == Direction::Egress => r.fallback_peers = Some(Vec::new()),
+        Event::NewConnection(e) if e.direction == Direction::Egress => {
+            r.fallback_peers = Some(Vec::new())
+        }
         Event::ExposeService(_) => r.target_peers = Some(Vec::new()),
         _ => {}
     }

@@ -121,8 +121,10 @@ impl Event {
 
     /// Parses one JSON event, with the field named in the error.
     pub fn from_json(text: &str) -> Result<Event, EventError> {
-        let event: Event = serde_json::from_str(text)
-            .map_err(|e| EventError { field: String::new(), message: e.to_string() })?;
+        let event: Event = serde_json::from_str(text).map_err(|e| EventError {
+            field: String::new(),
+            message: e.to_string(),
+        })?;
         event.check()?;
         Ok(event)
     }
@@ -130,7 +132,10 @@ impl Event {
     /// The event manager's checks: what serde's shape cannot say.
     pub fn check(&self) -> Result<(), EventError> {
         let bad = |field: &str, message: &str| {
-            Err(EventError { field: field.to_owned(), message: message.to_owned() })
+            Err(EventError {
+                field: field.to_owned(),
+                message: message.to_owned(),
+            })
         };
         let name = |field: &str, value: &str| {
             if value.is_empty() {
@@ -164,7 +169,10 @@ impl Event {
                 }
                 for (k, v) in &e.src_attributes {
                     if k.is_empty() || k.len() > MAX_FIELD || v.len() > MAX_FIELD {
-                        return bad("src_attributes", "keys must be 1 to 1024 characters, values at most 1024");
+                        return bad(
+                            "src_attributes",
+                            "keys must be 1 to 1024 characters, values at most 1024",
+                        );
                     }
                 }
                 Ok(())

@@ -55,8 +55,14 @@ impl Postings {
         for ((key, value), mut ids) in lists.drain() {
             ids.sort_unstable();
             ids.dedup();
-            let posting = Posting { key: key.into(), value: value.into(), ids: ids.into() };
-            table.insert_unique(pair_hash(key, value), posting, |p| pair_hash(&p.key, &p.value));
+            let posting = Posting {
+                key: key.into(),
+                value: value.into(),
+                ids: ids.into(),
+            };
+            table.insert_unique(pair_hash(key, value), posting, |p| {
+                pair_hash(&p.key, &p.value)
+            });
         }
         Postings { table }
     }
@@ -67,7 +73,9 @@ impl Postings {
             return None;
         }
         self.table
-            .find(pair_hash(key, value), |p| &*p.key == key && &*p.value == value)
+            .find(pair_hash(key, value), |p| {
+                &*p.key == key && &*p.value == value
+            })
             .map(|p| &*p.ids)
     }
 }
@@ -91,10 +99,13 @@ impl std::fmt::Debug for MatchIndex {
     }
 }
 
+/// A cost (how many rules share the pairs) and the pairs.
+type Anchors<'a> = (u64, SmallVec<[(&'a str, &'a str); 2]>);
+
 /// The pairs a selector cannot match without, as alternatives: the selector matches only
 /// if the attributes hold one of them.
-fn anchors<'a>(sel: &'a Selector, freq: &FxHashMap<(&str, &str), u32>) -> Option<(u64, SmallVec<[(&'a str, &'a str); 2]>)> {
-    let mut best: Option<(u64, SmallVec<[(&'a str, &'a str); 2]>)> = None;
+fn anchors<'a>(sel: &'a Selector, freq: &FxHashMap<(&str, &str), u32>) -> Option<Anchors<'a>> {
+    let mut best: Option<Anchors<'a>> = None;
     let mut consider = |cost: u64, pairs: SmallVec<[(&'a str, &'a str); 2]>| {
         if best.as_ref().is_none_or(|(c, _)| cost < *c) {
             best = Some((cost, pairs));
@@ -106,7 +117,10 @@ fn anchors<'a>(sel: &'a Selector, freq: &FxHashMap<(&str, &str), u32>) -> Option
     }
     for r in sel.requirements.iter() {
         if let Op::In(values) = &r.op {
-            let cost = values.iter().map(|v| u64::from(freq.get(&(&*r.key, &**v)).copied().unwrap_or(1))).sum();
+            let cost = values
+                .iter()
+                .map(|v| u64::from(freq.get(&(&*r.key, &**v)).copied().unwrap_or(1)))
+                .sum();
             consider(cost, values.iter().map(|v| (&*r.key, &**v)).collect());
         }
     }
@@ -159,7 +173,11 @@ impl MatchIndex {
             let t = side_anchors(&r.to, &to_freq);
             let (lists, pairs) = match (f, t) {
                 (Some((fc, fp)), Some((tc, tp))) => {
-                    if fc <= tc { (&mut from_lists, fp) } else { (&mut to_lists, tp) }
+                    if fc <= tc {
+                        (&mut from_lists, fp)
+                    } else {
+                        (&mut to_lists, tp)
+                    }
                 }
                 (Some((_, fp)), None) => (&mut from_lists, fp),
                 (None, Some((_, tp))) => (&mut to_lists, tp),
@@ -174,7 +192,12 @@ impl MatchIndex {
         }
         let from = Postings::build(from_lists);
         let to = Postings::build(to_lists);
-        MatchIndex { from, to, scan: scan.into(), rules }
+        MatchIndex {
+            from,
+            to,
+            scan: scan.into(),
+            rules,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -198,7 +221,11 @@ impl MatchIndex {
                 if id >= *best {
                     break;
                 }
-                if self.rules.get(id as usize).is_some_and(|r| r.matches(src, dst)) {
+                if self
+                    .rules
+                    .get(id as usize)
+                    .is_some_and(|r| r.matches(src, dst))
+                {
                     *best = id;
                     break;
                 }
@@ -237,7 +264,11 @@ impl MatchIndex {
         }
         out.sort_unstable();
         out.dedup();
-        out.retain(|id| self.rules.get(*id as usize).is_some_and(|r| r.matches(src, dst)));
+        out.retain(|id| {
+            self.rules
+                .get(*id as usize)
+                .is_some_and(|r| r.matches(src, dst))
+        });
     }
 }
 

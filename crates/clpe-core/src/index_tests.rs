@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use super::*;
 use crate::selector::{Expression, LabelSelector};
@@ -7,7 +12,10 @@ use std::collections::BTreeMap;
 
 fn sel(labels: &[(&str, &str)], exprs: Vec<Expression>) -> Selector {
     let raw = LabelSelector {
-        match_labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        match_labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         match_expressions: exprs,
     };
     Selector::compile(&raw, "s").unwrap()
@@ -37,8 +45,14 @@ fn raw_selector() -> impl Strategy<Value = Selector> {
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
-    (prop::collection::vec(raw_selector(), 1..3), prop::collection::vec(raw_selector(), 1..3))
-        .prop_map(|(from, to)| Rule { from: from.into(), to: to.into() })
+    (
+        prop::collection::vec(raw_selector(), 1..3),
+        prop::collection::vec(raw_selector(), 1..3),
+    )
+        .prop_map(|(from, to)| Rule {
+            from: from.into(),
+            to: to.into(),
+        })
 }
 
 fn attrs_of(map: &BTreeMap<&'static str, &'static str>) -> Attrs<'static> {
@@ -50,7 +64,11 @@ fn attrs_of(map: &BTreeMap<&'static str, &'static str>) -> Attrs<'static> {
 }
 
 fn attr_map() -> impl Strategy<Value = BTreeMap<&'static str, &'static str>> {
-    prop::collection::btree_map(prop::sample::select(vec!["a", "b", "c"]), prop::sample::select(vec!["1", "2", "3"]), 0..3)
+    prop::collection::btree_map(
+        prop::sample::select(vec!["a", "b", "c"]),
+        prop::sample::select(vec!["1", "2", "3"]),
+        0..3,
+    )
 }
 
 proptest! {
@@ -69,7 +87,10 @@ proptest! {
 
 #[test]
 fn rules_requiring_nothing_are_scanned() {
-    let everything = Rule { from: vec![Selector::everything()].into(), to: vec![Selector::everything()].into() };
+    let everything = Rule {
+        from: vec![Selector::everything()].into(),
+        to: vec![Selector::everything()].into(),
+    };
     let index = MatchIndex::build(vec![everything]);
     assert_eq!(index.first_match(&Attrs::new(), &Attrs::new()), Some(0));
 }

@@ -27,16 +27,30 @@ struct Choice<'a> {
 fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
     if !import.lb_policies.is_empty() {
         let empty = Attrs::new();
-        if let Some(p) = import.lb_index.first_match(src, &empty).and_then(|id| import.lb_policies.get(id as usize)) {
-            return Choice { scheme: p.spec.scheme, counter: &p.counter, policy: Some(p) };
+        if let Some(p) = import
+            .lb_index
+            .first_match(src, &empty)
+            .and_then(|id| import.lb_policies.get(id as usize))
+        {
+            return Choice {
+                scheme: p.spec.scheme,
+                counter: &p.counter,
+                policy: Some(p),
+            };
         }
     }
-    Choice { scheme: import.scheme, counter: &import.counter, policy: None }
+    Choice {
+        scheme: import.scheme,
+        counter: &import.counter,
+        policy: None,
+    }
 }
 
 impl Agent for LoadBalancer {
     fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
-        let Scope::Egress { import } = cx.scope else { return Ok(Verdict::Continue) };
+        let Scope::Egress { import } = cx.scope else {
+            return Ok(Verdict::Continue);
+        };
         if cx.target.is_some() {
             return Ok(Verdict::Continue);
         }
@@ -47,12 +61,23 @@ impl Agent for LoadBalancer {
         if let Some(p) = choice.policy {
             cx.note_match(&p.matched_by);
         }
-        let (reachable, unreachable): (List<'_>, List<'_>) = cx.candidates.iter().copied().partition(|c| c.peer.reachable);
+        let (reachable, unreachable): (List<'_>, List<'_>) = cx
+            .candidates
+            .iter()
+            .copied()
+            .partition(|c| c.peer.reachable);
         let pool_is_reachable = !reachable.is_empty();
-        let pool = if pool_is_reachable { reachable } else { unreachable.clone() };
+        let pool = if pool_is_reachable {
+            reachable
+        } else {
+            unreachable.clone()
+        };
         let Some(mut order) = prefer(cx, &choice, &pool, true) else {
             return Ok(Verdict::Deny {
-                reason: format!("every candidate of Import {} weighs 0", import.key.reference()),
+                reason: format!(
+                    "every candidate of Import {} weighs 0",
+                    import.key.reference()
+                ),
                 matched_by: choice.policy.map(|p| p.matched_by.clone()),
             });
         };
@@ -71,7 +96,10 @@ impl Agent for LoadBalancer {
 
 fn no_candidate(import: &ImportEntry) -> Verdict {
     Verdict::Deny {
-        reason: format!("no candidate peer left for Import {}", import.key.reference()),
+        reason: format!(
+            "no candidate peer left for Import {}",
+            import.key.reference()
+        ),
         matched_by: None,
     }
 }
@@ -79,13 +107,22 @@ fn no_candidate(import: &ImportEntry) -> Verdict {
 /// The pool in the scheme's order of preference, the pick first. `pick` says whether
 /// the scheme chooses now (counters advance) or only orders the rest. `None`: a
 /// weighted pool where everything weighs 0.
-fn prefer<'s>(cx: &Context<'s>, choice: &Choice<'_>, pool: &List<'s>, pick: bool) -> Option<List<'s>> {
+fn prefer<'s>(
+    cx: &Context<'s>,
+    choice: &Choice<'_>,
+    pool: &List<'s>,
+    pick: bool,
+) -> Option<List<'s>> {
     if pool.is_empty() {
         return Some(List::new());
     }
     let n = pool.len() as u64;
     let next = |cx: &Context<'s>| {
-        if cx.dry_run || !pick { choice.counter.load(Ordering::Relaxed) } else { choice.counter.fetch_add(1, Ordering::Relaxed) }
+        if cx.dry_run || !pick {
+            choice.counter.load(Ordering::Relaxed)
+        } else {
+            choice.counter.fetch_add(1, Ordering::Relaxed)
+        }
     };
     // Schemes with no order of preference: the pick, then the rest in source order.
     let picked = |i: u64| -> List<'s> {
@@ -99,18 +136,38 @@ fn prefer<'s>(cx: &Context<'s>, choice: &Choice<'_>, pool: &List<'s>, pick: bool
     };
     let spec = choice.policy.map(|p| &p.spec);
     Some(match choice.scheme {
-        Scheme::RoundRobin => if pick { picked(next(cx)) } else { pool.clone() },
-        Scheme::Random => if pick { picked(cx.random()) } else { pool.clone() },
+        Scheme::RoundRobin => {
+            if pick {
+                picked(next(cx))
+            } else {
+                pool.clone()
+            }
+        }
+        Scheme::Random => {
+            if pick {
+                picked(cx.random())
+            } else {
+                pool.clone()
+            }
+        }
         Scheme::Static => {
             let mut out = pool.clone();
             if let Some(spec) = spec {
-                let rank = |c: &Candidate<'_>| spec.order.iter().position(|p| p == c.name()).unwrap_or(usize::MAX);
+                let rank = |c: &Candidate<'_>| {
+                    spec.order
+                        .iter()
+                        .position(|p| p == c.name())
+                        .unwrap_or(usize::MAX)
+                };
                 out.sort_by_key(|c| (rank(c), c.order));
             }
             out
         }
         Scheme::Weighted => {
-            let weight = |c: &Candidate<'_>| spec.and_then(|s| s.weights.get(c.name()).copied()).unwrap_or(1);
+            let weight = |c: &Candidate<'_>| {
+                spec.and_then(|s| s.weights.get(c.name()).copied())
+                    .unwrap_or(1)
+            };
             let eligible: List<'s> = pool.iter().copied().filter(|c| weight(c) > 0).collect();
             let total: u64 = eligible.iter().map(|c| u64::from(weight(c))).sum();
             if total == 0 {
@@ -140,9 +197,14 @@ fn prefer<'s>(cx: &Context<'s>, choice: &Choice<'_>, pool: &List<'s>, pick: bool
             out
         }
         Scheme::ConsistentHash => {
-            let key = spec.and_then(|s| s.hash_key.as_deref()).and_then(|k| cx.src.get(k)).unwrap_or("");
-            let mut scored: SmallVec<[(u64, Candidate<'s>); 4]> =
-                pool.iter().map(|c| (stable_hash(&[key, c.name().as_str()]), *c)).collect();
+            let key = spec
+                .and_then(|s| s.hash_key.as_deref())
+                .and_then(|k| cx.src.get(k))
+                .unwrap_or("");
+            let mut scored: SmallVec<[(u64, Candidate<'s>); 4]> = pool
+                .iter()
+                .map(|c| (stable_hash(&[key, c.name().as_str()]), *c))
+                .collect();
             // Rendezvous hashing: the highest score wins, and only a leaving peer's keys move.
             scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.order.cmp(&b.1.order)));
             scored.into_iter().map(|(_, c)| c).collect()
@@ -150,9 +212,15 @@ fn prefer<'s>(cx: &Context<'s>, choice: &Choice<'_>, pool: &List<'s>, pick: bool
         Scheme::Locality => {
             let label = spec.and_then(|s| s.locality_label.as_deref()).unwrap_or("");
             let mine = cx.snapshot.local.as_ref().and_then(|p| p.labels.get(label));
-            let (near, far): (List<'s>, List<'s>) =
-                pool.iter().copied().partition(|c| mine.is_some() && c.peer.labels.get(label) == mine);
-            let group = if near.is_empty() { far.clone() } else { near.clone() };
+            let (near, far): (List<'s>, List<'s>) = pool
+                .iter()
+                .copied()
+                .partition(|c| mine.is_some() && c.peer.labels.get(label) == mine);
+            let group = if near.is_empty() {
+                far.clone()
+            } else {
+                near.clone()
+            };
             let n = group.len() as u64;
             let mut out: List<'s> = if pick && n > 0 {
                 let idx = (next(cx) % n) as usize;

@@ -32,7 +32,11 @@ impl SlotGuard {
     /// Takes one unit of `counter` unconditionally.
     pub fn take(counter: Arc<AtomicI64>, policy: Arc<str>, expires: Time) -> SlotGuard {
         counter.fetch_add(1, Ordering::AcqRel);
-        SlotGuard { counter, policy, expires }
+        SlotGuard {
+            counter,
+            policy,
+            expires,
+        }
     }
 }
 
@@ -71,7 +75,9 @@ pub struct Counters {
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect() }
+        Counters {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+        }
     }
 }
 
@@ -84,14 +90,18 @@ impl Counters {
         };
         let mut table = shard.lock();
         let eq = |e: &CounterEntry| {
-            *e.policy == **policy && e.values.len() == values.len() && e.values.iter().zip(values).all(|(a, b)| &**a == *b)
+            *e.policy == **policy
+                && e.values.len() == values.len()
+                && e.values.iter().zip(values).all(|(a, b)| &**a == *b)
         };
         if let Some(e) = table.find(hash, eq) {
             return e.count.clone();
         }
         // Counters nobody holds any more are dropped as new ones come.
         if table.len() >= 64 && table.len().is_power_of_two() {
-            table.retain(|e| Arc::strong_count(&e.count) > 1 || e.count.load(Ordering::Acquire) != 0);
+            table.retain(|e| {
+                Arc::strong_count(&e.count) > 1 || e.count.load(Ordering::Acquire) != 0
+            });
         }
         let entry = CounterEntry {
             policy: policy.clone(),
@@ -107,10 +117,20 @@ impl Counters {
     }
 
     /// Reserves one slot under `max`, or `None` when the counter is full.
-    pub fn try_reserve(&self, policy: &Arc<str>, values: &[&str], max: u64, expires: Time) -> Option<SlotGuard> {
+    pub fn try_reserve(
+        &self,
+        policy: &Arc<str>,
+        values: &[&str],
+        max: u64,
+        expires: Time,
+    ) -> Option<SlotGuard> {
         let counter = self.counter(policy, values);
         let before = counter.fetch_add(1, Ordering::AcqRel);
-        let guard = SlotGuard { counter, policy: policy.clone(), expires };
+        let guard = SlotGuard {
+            counter,
+            policy: policy.clone(),
+            expires,
+        };
         if before < 0 || (before as u64) >= max {
             return None; // the guard gives the unit back
         }
@@ -144,7 +164,8 @@ struct ConnShard {
 
 impl ConnShard {
     fn push_expiries(&mut self, id: &Arc<str>, conn: &Connection) {
-        let mut times: smallvec::SmallVec<[Time; 4]> = conn.slots.iter().map(|s| s.expires).collect();
+        let mut times: smallvec::SmallVec<[Time; 4]> =
+            conn.slots.iter().map(|s| s.expires).collect();
         times.push(conn.expires);
         times.sort_unstable();
         times.dedup();
@@ -159,7 +180,9 @@ impl ConnShard {
                 break;
             }
             self.heap.pop();
-            let Some(conn) = self.conns.get_mut(&id) else { continue };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
             if conn.seq != seq {
                 continue;
             }
@@ -197,7 +220,9 @@ pub struct Connections {
 impl Default for Connections {
     fn default() -> Self {
         Connections {
-            shards: (0..SHARDS).map(|_| Mutex::new(ConnShard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(ConnShard::default()))
+                .collect(),
             next_expiry: AtomicU64::new(u64::MAX),
             sweeping: Mutex::new(()),
             seq: AtomicU64::new(0),
@@ -207,9 +232,7 @@ impl Default for Connections {
 }
 
 fn shard_of(id: &str) -> usize {
-    let mut h = FxBuildHasher.build_hasher();
-    id.hash(&mut h);
-    h.finish() as usize % SHARDS
+    FxBuildHasher.hash_one(id) as usize % SHARDS
 }
 
 impl Connections {
@@ -248,11 +271,23 @@ impl Connections {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let expires = slots.iter().map(|s| s.expires).fold(expires, Time::max);
         let (target, peer_slot) = match target {
-            Some((name, counter)) => (Some(name), Some(SlotGuard::take(counter, "".into(), expires))),
+            Some((name, counter)) => (
+                Some(name),
+                Some(SlotGuard::take(counter, "".into(), expires)),
+            ),
             None => (None, None),
         };
-        let conn = Connection { seq, target, src_service, slots, peer_slot, expires };
-        let Some(shard) = self.shards.get(shard_of(&id)) else { return };
+        let conn = Connection {
+            seq,
+            target,
+            src_service,
+            slots,
+            peer_slot,
+            expires,
+        };
+        let Some(shard) = self.shards.get(shard_of(&id)) else {
+            return;
+        };
         let mut s = shard.lock();
         s.push_expiries(&id, &conn);
         let earliest = s.next();
@@ -281,7 +316,9 @@ impl Connections {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.shards.get(shard_of(id)).is_some_and(|s| s.lock().conns.contains_key(id))
+        self.shards
+            .get(shard_of(id))
+            .is_some_and(|s| s.lock().conns.contains_key(id))
     }
 }
 

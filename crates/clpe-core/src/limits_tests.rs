@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use super::*;
 
@@ -9,7 +14,10 @@ fn a_reservation_is_given_back_when_dropped() {
     let a = counters.try_reserve(&p, &["x"], 2, Time(10)).unwrap();
     let b = counters.try_reserve(&p, &["x"], 2, Time(10)).unwrap();
     assert!(counters.try_reserve(&p, &["x"], 2, Time(10)).is_none());
-    assert!(counters.try_reserve(&p, &["y"], 2, Time(10)).is_some(), "another key has its own counter");
+    assert!(
+        counters.try_reserve(&p, &["y"], 2, Time(10)).is_some(),
+        "another key has its own counter"
+    );
     drop(a);
     assert_eq!(counters.current(&p, &["x"]), 1);
     drop(b);
@@ -34,7 +42,10 @@ fn connections_release_their_slots_on_close_and_on_expiry() {
     assert_eq!(counters.current(&p, &[]), 1);
     conns.expire(Time(50));
     assert_eq!(counters.current(&p, &[]), 0, "the slot's lease ended at 50");
-    assert!(conns.contains("c2"), "the connection itself is tracked until 1000");
+    assert!(
+        conns.contains("c2"),
+        "the connection itself is tracked until 1000"
+    );
     conns.expire(Time(1000));
     assert!(!conns.contains("c2"));
     assert_eq!(conns.open(), 0);

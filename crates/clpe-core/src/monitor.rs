@@ -27,8 +27,26 @@ const SHARDS: usize = 16;
 
 /// Histogram upper bounds, nanoseconds: fine enough for sub-microsecond decisions.
 const BOUNDS: [u64; 20] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000, 100_000_000, 1_000_000_000,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    1_000_000_000,
 ];
 
 #[derive(Clone, Default)]
@@ -40,10 +58,10 @@ struct Histogram {
 
 impl Histogram {
     fn record(&mut self, nanos: u64) {
-        if let Some(i) = BOUNDS.iter().position(|b| nanos <= *b) {
-            if let Some(b) = self.buckets.get_mut(i) {
-                *b += 1;
-            }
+        if let Some(i) = BOUNDS.iter().position(|b| nanos <= *b)
+            && let Some(b) = self.buckets.get_mut(i)
+        {
+            *b += 1;
         }
         self.count += 1;
         self.sum_nanos = self.sum_nanos.saturating_add(nanos);
@@ -76,9 +94,16 @@ impl PartialEq for ById {
 impl Eq for ById {}
 impl std::hash::Hash for ById {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_usize(self.0.as_ref().map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize));
+        state.write_usize(
+            self.0
+                .as_ref()
+                .map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize),
+        );
     }
 }
+
+/// Bytes sent, bytes received, connections closed.
+type Bytes = (u64, u64, u64);
 
 type DecisionKey = (EventType, Decision, ById, ById);
 
@@ -91,7 +116,7 @@ struct Shard {
     failures: FxHashMap<Arc<str>, u64>,
     would_deny: FxHashMap<(Arc<str>, Arc<str>), u64>,
     /// (source service, target peer) → (bytes sent, bytes received, closes).
-    bytes: FxHashMap<(Arc<str>, Arc<str>), (u64, u64, u64)>,
+    bytes: FxHashMap<(Arc<str>, Arc<str>), Bytes>,
 }
 
 /// One entry of the decision log.
@@ -148,7 +173,14 @@ impl Monitor {
             if let Some(c) = s.events.get_mut(et.index()) {
                 *c += 1;
             }
-            *s.decisions.entry((et, r.decision, ById(r.decided_by.clone()), ById(r.matched_by.clone()))).or_default() += 1;
+            *s.decisions
+                .entry((
+                    et,
+                    r.decision,
+                    ById(r.decided_by.clone()),
+                    ById(r.matched_by.clone()),
+                ))
+                .or_default() += 1;
             if let Some(n) = outcome.chain_nanos {
                 s.chain.record(n);
             }
@@ -166,11 +198,16 @@ impl Monitor {
                 *s.failures.entry(agent.clone()).or_default() += 1;
             }
             for w in &r.would_deny {
-                *s.would_deny.entry((w.agent.clone(), w.policy.clone())).or_default() += 1;
+                *s.would_deny
+                    .entry((w.agent.clone(), w.policy.clone()))
+                    .or_default() += 1;
             }
             if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
                 let service = conn.src_service.clone().unwrap_or_else(|| "".into());
-                let peer: Arc<str> = conn.target.as_ref().map_or_else(|| "".into(), |p| p.as_str().into());
+                let peer: Arc<str> = conn
+                    .target
+                    .as_ref()
+                    .map_or_else(|| "".into(), |p| p.as_str().into());
                 let entry = s.bytes.entry((service, peer)).or_default();
                 entry.0 += e.bytes_sent.unwrap_or(0);
                 entry.1 += e.bytes_received.unwrap_or(0);
@@ -257,14 +294,26 @@ impl Monitor {
     pub fn render(&self, runtime: &Runtime) -> String {
         let m = self.merged();
         let mut out = String::new();
-        header(&mut out, "clpe_events_total", "counter", "Events received, by event type.");
+        header(
+            &mut out,
+            "clpe_events_total",
+            "counter",
+            "Events received, by event type.",
+        );
         for et in EventType::ALL {
             let n = m.events.get(et.index()).copied().unwrap_or(0);
             let _ = writeln!(out, "clpe_events_total{{event=\"{}\"}} {n}", et.as_str());
         }
-        header(&mut out, "clpe_decisions_total", "counter", "Decisions, by event type, decision, deciding agent and matched policy.");
-        let mut decisions: std::collections::BTreeMap<(EventType, &'static str, String, String), (Decision, u64)> =
-            std::collections::BTreeMap::new();
+        header(
+            &mut out,
+            "clpe_decisions_total",
+            "counter",
+            "Decisions, by event type, decision, deciding agent and matched policy.",
+        );
+        let mut decisions: std::collections::BTreeMap<
+            (EventType, &'static str, String, String),
+            (Decision, u64),
+        > = std::collections::BTreeMap::new();
         for (k, n) in &m.decisions {
             decisions.entry(key_text(k)).or_insert((k.1, 0)).1 += n;
         }
@@ -278,34 +327,85 @@ impl Monitor {
                 escape(&policy)
             );
         }
-        header(&mut out, "clpe_decision_duration_seconds", "histogram", "Time to run an event's whole chain.");
+        header(
+            &mut out,
+            "clpe_decision_duration_seconds",
+            "histogram",
+            "Time to run an event's whole chain.",
+        );
         histogram(&mut out, "clpe_decision_duration_seconds", "", &m.chain);
-        header(&mut out, "clpe_agent_duration_seconds", "histogram", "Time one agent took to decide, by agent.");
+        header(
+            &mut out,
+            "clpe_agent_duration_seconds",
+            "histogram",
+            "Time one agent took to decide, by agent.",
+        );
         let mut agents: Vec<_> = m.agents.iter().collect();
         agents.sort_by(|a, b| a.0.cmp(b.0));
         for (agent, h) in agents {
-            histogram(&mut out, "clpe_agent_duration_seconds", &format!("agent=\"{}\",", escape(agent)), h);
+            histogram(
+                &mut out,
+                "clpe_agent_duration_seconds",
+                &format!("agent=\"{}\",", escape(agent)),
+                h,
+            );
         }
-        header(&mut out, "clpe_agent_failures_total", "counter", "Agents that failed to decide (error, trap, time-out), by agent.");
+        header(
+            &mut out,
+            "clpe_agent_failures_total",
+            "counter",
+            "Agents that failed to decide (error, trap, time-out), by agent.",
+        );
         let mut failures: Vec<_> = m.failures.iter().collect();
         failures.sort();
         for (agent, n) in failures {
-            let _ = writeln!(out, "clpe_agent_failures_total{{agent=\"{}\"}} {n}", escape(agent));
+            let _ = writeln!(
+                out,
+                "clpe_agent_failures_total{{agent=\"{}\"}} {n}",
+                escape(agent)
+            );
         }
-        header(&mut out, "clpe_would_deny_total", "counter", "Denies a dry-run policy would have made, by agent and policy.");
+        header(
+            &mut out,
+            "clpe_would_deny_total",
+            "counter",
+            "Denies a dry-run policy would have made, by agent and policy.",
+        );
         let mut would: Vec<_> = m.would_deny.iter().collect();
         would.sort();
         for ((agent, policy), n) in would {
-            let _ = writeln!(out, "clpe_would_deny_total{{agent=\"{}\",policy=\"{}\"}} {n}", escape(agent), escape(policy));
+            let _ = writeln!(
+                out,
+                "clpe_would_deny_total{{agent=\"{}\",policy=\"{}\"}} {n}",
+                escape(agent),
+                escape(policy)
+            );
         }
-        header(&mut out, "clpe_open_connections", "gauge", "Connections admitted and neither closed nor expired.");
+        header(
+            &mut out,
+            "clpe_open_connections",
+            "gauge",
+            "Connections admitted and neither closed nor expired.",
+        );
         let _ = writeln!(out, "clpe_open_connections {}", runtime.connections.open());
         let mut bytes: Vec<_> = m.bytes.iter().collect();
         bytes.sort_by(|a, b| a.0.cmp(b.0));
         for (name, pick, help) in [
-            ("clpe_connection_sent_bytes_total", 0, "Bytes sent by closed connections, by source service and target peer."),
-            ("clpe_connection_received_bytes_total", 1, "Bytes received by closed connections, by source service and target peer."),
-            ("clpe_connections_closed_total", 2, "Connections closed, by source service and target peer."),
+            (
+                "clpe_connection_sent_bytes_total",
+                0,
+                "Bytes sent by closed connections, by source service and target peer.",
+            ),
+            (
+                "clpe_connection_received_bytes_total",
+                1,
+                "Bytes received by closed connections, by source service and target peer.",
+            ),
+            (
+                "clpe_connections_closed_total",
+                2,
+                "Connections closed, by source service and target peer.",
+            ),
         ] {
             header(&mut out, name, "counter", help);
             for ((service, peer), v) in &bytes {
@@ -314,19 +414,43 @@ impl Monitor {
                     1 => v.1,
                     _ => v.2,
                 };
-                let _ = writeln!(out, "{name}{{service=\"{}\",peer=\"{}\"}} {n}", escape(service), escape(peer));
+                let _ = writeln!(
+                    out,
+                    "{name}{{service=\"{}\",peer=\"{}\"}} {n}",
+                    escape(service),
+                    escape(peer)
+                );
             }
         }
-        header(&mut out, "clpe_decision_log_dropped_total", "counter", "Decision-log entries dropped rather than wait for the log.");
-        let _ = writeln!(out, "clpe_decision_log_dropped_total {}", self.log_dropped());
-        header(&mut out, "clpe_decision_log_entries", "gauge", "Entries held in the decision log.");
+        header(
+            &mut out,
+            "clpe_decision_log_dropped_total",
+            "counter",
+            "Decision-log entries dropped rather than wait for the log.",
+        );
+        let _ = writeln!(
+            out,
+            "clpe_decision_log_dropped_total {}",
+            self.log_dropped()
+        );
+        header(
+            &mut out,
+            "clpe_decision_log_entries",
+            "gauge",
+            "Entries held in the decision log.",
+        );
         let _ = writeln!(out, "clpe_decision_log_entries {}", self.log.lock().len());
         out
     }
 }
 
 fn key_text(k: &DecisionKey) -> (EventType, &'static str, String, String) {
-    (k.0, k.1.as_str(), k.2.0.as_deref().unwrap_or("").to_owned(), k.3.0.as_deref().unwrap_or("").to_owned())
+    (
+        k.0,
+        k.1.as_str(),
+        k.2.0.as_deref().unwrap_or("").to_owned(),
+        k.3.0.as_deref().unwrap_or("").to_owned(),
+    )
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -338,18 +462,28 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let mut cumulative = 0;
     for (bound, n) in BOUNDS.iter().zip(h.buckets.iter()) {
         cumulative += n;
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}", *bound as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e9
+        );
     }
     let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
     let labels = labels.trim_end_matches(',');
-    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
     let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_nanos as f64 / 1e9);
     let _ = writeln!(out, "{name}_count{braces} {}", h.count);
 }
 
 /// Escapes a label value: backslash, double quote and newline.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The agent: nothing to decide; it observes.

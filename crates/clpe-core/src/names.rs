@@ -103,7 +103,11 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "s" => 1e9,
         "m" => 60e9,
         "h" => 3600e9,
-        other => return Err(format!("unknown unit `{other}` in `{text}` (use ns, us, ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ns, us, ms, s, m or h)"
+            ));
+        }
     };
     let nanos = value * scale;
     if !nanos.is_finite() || nanos < 0.0 || nanos > u64::MAX as f64 {

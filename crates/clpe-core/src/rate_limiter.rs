@@ -38,7 +38,9 @@ pub struct RateBuckets {
 
 impl Default for RateBuckets {
     fn default() -> Self {
-        RateBuckets { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect() }
+        RateBuckets {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
     }
 }
 
@@ -53,9 +55,19 @@ fn bucket_hash(policy: &str, values: &[&str]) -> u64 {
 
 impl RateBuckets {
     /// Whether one more connection conforms at `now`; when `take`, it is counted.
-    pub fn check(&self, policy: &Arc<str>, values: &[&str], interval: u64, burst: u64, now: Time, take: bool) -> bool {
+    pub fn check(
+        &self,
+        policy: &Arc<str>,
+        values: &[&str],
+        interval: u64,
+        burst: u64,
+        now: Time,
+        take: bool,
+    ) -> bool {
         let hash = bucket_hash(policy, values);
-        let Some(shard) = self.shards.get(hash as usize % SHARDS) else { return true };
+        let Some(shard) = self.shards.get(hash as usize % SHARDS) else {
+            return true;
+        };
         let mut s = shard.lock();
         s.ops = s.ops.wrapping_add(1);
         if s.ops % 1024 == 0 {
@@ -63,7 +75,9 @@ impl RateBuckets {
         }
         let tolerance = interval.saturating_mul(burst.saturating_sub(1));
         let eq = |b: &Bucket| {
-            *b.policy == **policy && b.values.len() == values.len() && b.values.iter().zip(values).all(|(a, b)| &**a == *b)
+            *b.policy == **policy
+                && b.values.len() == values.len()
+                && b.values.iter().zip(values).all(|(a, b)| &**a == *b)
         };
         let tat = s.table.find(hash, eq).map_or(now.0, |b| b.tat.max(now.0));
         if tat - now.0 > tolerance {
@@ -128,15 +142,26 @@ impl Agent for RateLimiter {
             return Ok(Verdict::Continue);
         }
         let snapshot = cx.snapshot;
-        let Some(dst) = cx.dst_current() else { return Ok(Verdict::Continue) };
+        let Some(dst) = cx.dst_current() else {
+            return Ok(Verdict::Continue);
+        };
         let mut ids = SmallVec::new();
         snapshot.rate_index.all_matches(&cx.src, &dst, &mut ids);
         for id in ids {
-            let Some(p) = snapshot.rate_limits.get(id as usize) else { continue };
+            let Some(p) = snapshot.rate_limits.get(id as usize) else {
+                continue;
+            };
             let mut values: SmallVec<[&str; 4]> = SmallVec::new();
             key_values(&mut values, &p.spec.key, Some(&cx.src));
             key_values(&mut values, &p.spec.target_key, Some(&dst));
-            let ok = cx.runtime.rates.check(&p.name, &values, p.interval, p.spec.burst, cx.now, !cx.dry_run);
+            let ok = cx.runtime.rates.check(
+                &p.name,
+                &values,
+                p.interval,
+                p.spec.burst,
+                cx.now,
+                !cx.dry_run,
+            );
             cx.note_match(&p.name);
             if p.spec.dry_run {
                 if !ok {

@@ -75,7 +75,9 @@ pub trait Target {
 
 /// Parses a test file: one suite per YAML document.
 pub fn parse_suites(text: &str) -> Result<Vec<Suite>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, crate::document::yaml_options()).map_err(|e| format!("not valid YAML: {e}"))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, crate::document::yaml_options())
+            .map_err(|e| format!("not valid YAML: {e}"))?;
     docs.into_iter()
         .filter(|d| !d.is_null())
         .enumerate()
@@ -92,7 +94,9 @@ fn list(v: Value) -> Vec<Value> {
 }
 
 fn parse_suite(doc: Value) -> Result<Suite, String> {
-    let Value::Object(mut m) = doc else { return Err("a suite must be a map".into()) };
+    let Value::Object(mut m) = doc else {
+        return Err("a suite must be a map".into());
+    };
     let name = match m.remove("name") {
         Some(Value::String(s)) => s,
         Some(_) => return Err("`name` must be a string".into()),
@@ -110,21 +114,30 @@ fn parse_suite(doc: Value) -> Result<Suite, String> {
         Some(_) => return Err(format!("suite `{name}`: `steps` must be a list")),
     };
     if let Some(k) = m.keys().next() {
-        return Err(format!("suite `{name}`: unknown field `{k}` (a suite has name, localPeer, setup, steps)"));
+        return Err(format!(
+            "suite `{name}`: unknown field `{k}` (a suite has name, localPeer, setup, steps)"
+        ));
     }
     let steps = steps
         .into_iter()
         .enumerate()
         .map(|(i, s)| parse_step(s).map_err(|e| format!("suite `{name}`: step {}: {e}", i + 1)))
         .collect::<Result<_, _>>()?;
-    Ok(Suite { name, local_peer, setup, steps })
+    Ok(Suite {
+        name,
+        local_peer,
+        setup,
+        steps,
+    })
 }
 
 fn refs(v: Value) -> Result<Vec<DocRef>, String> {
     list(v)
         .into_iter()
         .map(|r| {
-            let Value::Object(mut m) = r else { return Err("a document reference must be a map".to_owned()) };
+            let Value::Object(mut m) = r else {
+                return Err("a document reference must be a map".to_owned());
+            };
             let mut field = |f: &str| match m.remove(f) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s)),
@@ -134,9 +147,15 @@ fn refs(v: Value) -> Result<Vec<DocRef>, String> {
             let name = field("name")?.ok_or("a reference needs `name`")?;
             let namespace = field("namespace")?;
             if let Some(k) = m.keys().next() {
-                return Err(format!("unknown field `{k}` in a reference (kind, name, namespace)"));
+                return Err(format!(
+                    "unknown field `{k}` in a reference (kind, name, namespace)"
+                ));
             }
-            Ok(DocRef { kind, name, namespace })
+            Ok(DocRef {
+                kind,
+                name,
+                namespace,
+            })
         })
         .collect()
 }
@@ -150,7 +169,9 @@ fn obj(v: Option<Value>, what: &str) -> Result<Map<String, Value>, String> {
 }
 
 fn parse_step(step: Value) -> Result<Step, String> {
-    let Value::Object(mut m) = step else { return Err("a step must be a map".into()) };
+    let Value::Object(mut m) = step else {
+        return Err("a step must be a map".into());
+    };
     let take = |m: &mut Map<String, Value>, k: &str| m.remove(k);
     let step = if let Some(v) = take(&mut m, "apply") {
         Step::Apply(list(v))
@@ -172,7 +193,10 @@ fn parse_step(step: Value) -> Result<Step, String> {
             None | Some(Value::Null) => None,
             Some(Value::Object(e)) => {
                 if let Some(k) = e.keys().find(|k| !EXPECT_FIELDS.contains(&k.as_str())) {
-                    return Err(format!("`expect` names unknown field `{k}` (known: {})", EXPECT_FIELDS.join(", ")));
+                    return Err(format!(
+                        "`expect` names unknown field `{k}` (known: {})",
+                        EXPECT_FIELDS.join(", ")
+                    ));
                 }
                 Some(e)
             }
@@ -180,7 +204,11 @@ fn parse_step(step: Value) -> Result<Step, String> {
         };
         let repeat = match take(&mut m, "repeat") {
             None => 1,
-            Some(Value::Number(n)) => n.as_u64().filter(|n| (1..=1_000_000).contains(n)).ok_or("`repeat` must be 1 to 1000000")? as usize,
+            Some(Value::Number(n)) => {
+                n.as_u64()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or("`repeat` must be 1 to 1000000")? as usize
+            }
             Some(_) => return Err("`repeat` must be a number".into()),
         };
         Step::Event(Box::new(EventStep {
@@ -193,7 +221,9 @@ fn parse_step(step: Value) -> Result<Step, String> {
             share: obj(take(&mut m, "expectShare"), "expectShare")?,
         }))
     } else {
-        return Err("a step needs one of apply, applyError, delete, deleteError, advance, event".into());
+        return Err(
+            "a step needs one of apply, applyError, delete, deleteError, advance, event".into(),
+        );
     };
     if let Some(k) = m.keys().next() {
         return Err(format!("unknown field `{k}` in this step"));
@@ -218,30 +248,46 @@ pub struct Report {
 
 /// Runs one suite against a fresh target.
 pub fn run_suite(suite: &Suite, target: &mut dyn Target, report: &mut Report) {
-    if !suite.setup.is_empty() {
-        if let Err(e) = target.apply(&suite.setup) {
-            report.failures.push(Failure { suite: suite.name.clone(), step: 0, message: format!("setup refused: {e}") });
-            return;
-        }
+    if !suite.setup.is_empty()
+        && let Err(e) = target.apply(&suite.setup)
+    {
+        report.failures.push(Failure {
+            suite: suite.name.clone(),
+            step: 0,
+            message: format!("setup refused: {e}"),
+        });
+        return;
     }
     for (i, step) in suite.steps.iter().enumerate() {
         match run_step(step, target) {
             Ok(()) => report.passed += 1,
-            Err(message) => report.failures.push(Failure { suite: suite.name.clone(), step: i + 1, message }),
+            Err(message) => report.failures.push(Failure {
+                suite: suite.name.clone(),
+                step: i + 1,
+                message,
+            }),
         }
     }
 }
 
 fn run_step(step: &Step, target: &mut dyn Target) -> Result<(), String> {
     match step {
-        Step::Apply(docs) => target.apply(docs).map_err(|e| format!("apply: expected success, got: {e}")),
+        Step::Apply(docs) => target
+            .apply(docs)
+            .map_err(|e| format!("apply: expected success, got: {e}")),
         Step::ApplyError(docs) => match target.apply(docs) {
-            Ok(()) => Err("applyError: expected the batch to be refused, but it was applied".into()),
+            Ok(()) => {
+                Err("applyError: expected the batch to be refused, but it was applied".into())
+            }
             Err(_) => Ok(()),
         },
-        Step::Delete(refs) => target.delete(refs).map_err(|e| format!("delete: expected success, got: {e}")),
+        Step::Delete(refs) => target
+            .delete(refs)
+            .map_err(|e| format!("delete: expected success, got: {e}")),
         Step::DeleteError(refs) => match target.delete(refs) {
-            Ok(()) => Err("deleteError: expected the delete to be refused, but it succeeded".into()),
+            Ok(()) => {
+                Err("deleteError: expected the delete to be refused, but it succeeded".into())
+            }
             Err(_) => Ok(()),
         },
         Step::Advance(n) => target.advance(*n),
@@ -267,13 +313,19 @@ fn check_expect(expect: &Map<String, Value>, response: &Value) -> Result<(), Str
             let reason = response.get("reason").and_then(Value::as_str).unwrap_or("");
             let want = want.as_str().unwrap_or("");
             if !reason.contains(want) {
-                return Err(format!("reason: expected it to contain `{want}`, got `{reason}`"));
+                return Err(format!(
+                    "reason: expected it to contain `{want}`, got `{reason}`"
+                ));
             }
             continue;
         }
         let got = field_value(response, field);
         if got != *want {
-            return Err(format!("{field}: expected {}, got {}", show(want), show(&got)));
+            return Err(format!(
+                "{field}: expected {}, got {}",
+                show(want),
+                show(&got)
+            ));
         }
     }
     Ok(())
@@ -282,49 +334,72 @@ fn check_expect(expect: &Map<String, Value>, response: &Value) -> Result<(), Str
 fn run_event(step: &EventStep, target: &mut dyn Target) -> Result<(), String> {
     let mut responses = Vec::with_capacity(step.repeat);
     for i in 0..step.repeat {
-        let response = target.decide(&step.event).map_err(|e| format!("event refused: {e}"))?;
+        let response = target
+            .decide(&step.event)
+            .map_err(|e| format!("event refused: {e}"))?;
         if let Some(expect) = &step.expect {
             check_expect(expect, &response).map_err(|e| {
-                if step.repeat > 1 { format!("repeat {}: {e}", i + 1) } else { e }
+                if step.repeat > 1 {
+                    format!("repeat {}: {e}", i + 1)
+                } else {
+                    e
+                }
             })?;
         }
         responses.push(response);
     }
-    let values = |field: &str| -> Vec<Value> { responses.iter().map(|r| field_value(r, field)).collect() };
+    let values =
+        |field: &str| -> Vec<Value> { responses.iter().map(|r| field_value(r, field)).collect() };
     for (field, want) in &step.sequence {
         let got = Value::Array(values(field));
         if got != *want {
-            return Err(format!("expectSequence {field}: expected {want}, got {got}"));
+            return Err(format!(
+                "expectSequence {field}: expected {want}, got {got}"
+            ));
         }
     }
     for (field, want) in &step.seen {
         let got: BTreeSet<String> = values(field).iter().map(show).collect();
         let want_set: BTreeSet<String> = list(want.clone()).iter().map(show).collect();
         if got != want_set {
-            return Err(format!("expectSeen {field}: expected {want_set:?}, got {got:?}"));
+            return Err(format!(
+                "expectSeen {field}: expected {want_set:?}, got {got:?}"
+            ));
         }
     }
     for (field, want) in &step.distinct {
         let got: BTreeSet<String> = values(field).iter().map(show).collect();
         if Some(got.len() as u64) != want.as_u64() {
-            return Err(format!("expectDistinct {field}: expected {want}, got {} ({got:?})", got.len()));
+            return Err(format!(
+                "expectDistinct {field}: expected {want}, got {} ({got:?})",
+                got.len()
+            ));
         }
     }
     for (field, shares) in &step.share {
-        let Value::Object(shares) = shares else { return Err(format!("expectShare {field}: must map values to [min, max]")) };
+        let Value::Object(shares) = shares else {
+            return Err(format!(
+                "expectShare {field}: must map values to [min, max]"
+            ));
+        };
         let vals = values(field);
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for v in &vals {
             *counts.entry(show(v)).or_default() += 1;
         }
         for (value, range) in shares {
-            let bounds: Vec<f64> = range.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+            let bounds: Vec<f64> = range
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
             let [min, max] = bounds.as_slice() else {
                 return Err(format!("expectShare {field}.{value}: expected [min, max]"));
             };
             let share = counts.get(value).copied().unwrap_or(0) as f64 / vals.len().max(1) as f64;
             if share < *min || share > *max {
-                return Err(format!("expectShare {field}.{value}: expected a share in [{min}, {max}], got {share:.3}"));
+                return Err(format!(
+                    "expectShare {field}.{value}: expected a share in [{min}, {max}], got {share:.3}"
+                ));
             }
         }
     }
@@ -342,7 +417,10 @@ impl EngineTarget {
         if let Some(p) = local_peer {
             config.local_peer = PeerName::from(p);
         }
-        EngineTarget { engine: Engine::new(config), now: Time::ZERO }
+        EngineTarget {
+            engine: Engine::new(config),
+            now: Time::ZERO,
+        }
     }
 }
 
@@ -356,7 +434,11 @@ pub fn documents(values: &[Value]) -> Result<Vec<crate::document::Document>, Str
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() { Ok(docs) } else { Err(errors.join("; ")) }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// Resolves a reference to a document key.
@@ -368,12 +450,18 @@ pub fn doc_key(r: &DocRef) -> Result<DocKey, String> {
 impl Target for EngineTarget {
     fn apply(&mut self, docs: &[Value]) -> Result<(), String> {
         let docs = documents(docs)?;
-        self.engine.apply(docs).map(|_| ()).map_err(|e| e.to_string())
+        self.engine
+            .apply(docs)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn delete(&mut self, refs: &[DocRef]) -> Result<(), String> {
         let keys = refs.iter().map(doc_key).collect::<Result<Vec<_>, _>>()?;
-        self.engine.delete(&keys).map(|_| ()).map_err(|e| e.to_string())
+        self.engine
+            .delete(&keys)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn advance(&mut self, nanos: u64) -> Result<(), String> {
@@ -383,7 +471,10 @@ impl Target for EngineTarget {
 
     fn decide(&mut self, event: &Value) -> Result<Value, String> {
         let event: Event = serde_json::from_value(event.clone()).map_err(|e| e.to_string())?;
-        let response = self.engine.decide(&event, self.now, DecideOptions::default()).map_err(|e| e.to_string())?;
+        let response = self
+            .engine
+            .decide(&event, self.now, DecideOptions::default())
+            .map_err(|e| e.to_string())?;
         serde_json::to_value(&response).map_err(|e| e.to_string())
     }
 }

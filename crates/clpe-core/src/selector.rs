@@ -50,7 +50,10 @@ pub enum Op {
 impl Selector {
     /// `{}`: matches everything, an empty map included.
     pub fn everything() -> Self {
-        Selector { labels: Box::new([]), requirements: Box::new([]) }
+        Selector {
+            labels: Box::new([]),
+            requirements: Box::new([]),
+        }
     }
 
     pub fn is_everything(&self) -> bool {
@@ -59,7 +62,10 @@ impl Selector {
 
     pub fn matches(&self, attrs: &Attrs<'_>) -> bool {
         self.labels.iter().all(|(k, v)| attrs.get(k) == Some(&**v))
-            && self.requirements.iter().all(|r| r.matches(attrs.get(&r.key)))
+            && self
+                .requirements
+                .iter()
+                .all(|r| r.matches(attrs.get(&r.key)))
     }
 
     /// Compiles and validates; `path` is the selector's field path for errors.
@@ -109,9 +115,15 @@ impl Selector {
                     ));
                 }
             };
-            requirements.push(Requirement { key: e.key.as_str().into(), op });
+            requirements.push(Requirement {
+                key: e.key.as_str().into(),
+                op,
+            });
         }
-        Ok(Selector { labels: labels.into(), requirements: requirements.into() })
+        Ok(Selector {
+            labels: labels.into(),
+            requirements: requirements.into(),
+        })
     }
 }
 
@@ -135,14 +147,14 @@ pub fn check_key(key: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if !is_dns_subdomain(prefix) {
-            return Err(format!(
-                "label key `{}`: prefix `{}` is not a DNS subdomain (lowercase letters, digits, `-` and `.`, at most 253 characters)",
-                clip(key),
-                clip(prefix)
-            ));
-        }
+    if let Some(prefix) = prefix
+        && !is_dns_subdomain(prefix)
+    {
+        return Err(format!(
+            "label key `{}`: prefix `{}` is not a DNS subdomain (lowercase letters, digits, `-` and `.`, at most 253 characters)",
+            clip(key),
+            clip(prefix)
+        ));
     }
     if name.is_empty() || name.len() > 63 || !is_label_name(name) {
         return Err(format!(
@@ -172,7 +184,8 @@ fn is_label_name(s: &str) -> bool {
     let edge_ok = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     edge_ok(b.first())
         && edge_ok(b.last())
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn is_dns_subdomain(s: &str) -> bool {
@@ -180,10 +193,12 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|part| {
             let b = part.as_bytes();
-            let edge = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            let edge =
+                |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
             edge(b.first())
                 && edge(b.last())
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         })
 }
 

@@ -13,8 +13,8 @@ use crate::acl::AclTables;
 use crate::agent::Agent;
 use crate::attrs::{OwnedAttrs, keys, owned_with_labels};
 use crate::document::{
-    ConnectionLimitSpec, DocKey, Document, FailureMode, ImportSource, Kind, LbSpec, RateLimitSpec, Scheme, Spec,
-    Workload,
+    ConnectionLimitSpec, DocKey, Document, FailureMode, ImportSource, Kind, LbSpec, RateLimitSpec,
+    Scheme, Spec, Workload,
 };
 use crate::error::DocError;
 use crate::event::EventType;
@@ -99,9 +99,16 @@ pub struct Link {
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}({})", self.agent_name, self.priority, self.subscription)
+        write!(
+            f,
+            "{}@{}({})",
+            self.agent_name, self.priority, self.subscription
+        )
     }
 }
+
+/// A loaded WASM agent and the document (canonical JSON) it was loaded from.
+pub type LoadedAgent = (Arc<str>, Arc<dyn Agent>);
 
 pub struct Snapshot {
     pub revision: u64,
@@ -126,12 +133,15 @@ pub struct Snapshot {
     /// Per event type, the chain in ascending priority.
     pub chains: [Vec<Link>; 4],
     /// Loaded WASM agents by name, kept so an unchanged document is not compiled again.
-    pub wasm: FxHashMap<Arc<str>, (Arc<str>, Arc<dyn Agent>)>,
+    pub wasm: FxHashMap<Arc<str>, LoadedAgent>,
 }
 
 impl std::fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("revision", &self.revision).field("docs", &self.docs.len()).finish()
+        f.debug_struct("Snapshot")
+            .field("revision", &self.revision)
+            .field("docs", &self.docs.len())
+            .finish()
     }
 }
 
@@ -167,7 +177,10 @@ impl Snapshot {
     }
 
     pub fn chain(&self, event: EventType) -> &[Link] {
-        self.chains.get(event.index()).map(Vec::as_slice).unwrap_or_default()
+        self.chains
+            .get(event.index())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// The local peer's attributes (name, and labels when the inventory has it).
@@ -200,7 +213,12 @@ pub fn peer_attrs(name: &str, labels: &BTreeMap<String, String>) -> OwnedAttrs {
 }
 
 /// Resolves `from`/`to` items into selectors (WorkloadSets expanded).
-fn selectors(items: &[Workload], sets: &FxHashMap<&str, &[Selector]>, doc: &Document, field: &str) -> Result<Box<[Selector]>, DocError> {
+fn selectors(
+    items: &[Workload],
+    sets: &FxHashMap<&str, &[Selector]>,
+    doc: &Document,
+    field: &str,
+) -> Result<Box<[Selector]>, DocError> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
@@ -221,7 +239,12 @@ fn selectors(items: &[Workload], sets: &FxHashMap<&str, &[Selector]>, doc: &Docu
     Ok(out.into())
 }
 
-pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<'_>) -> Result<Snapshot, BuildError> {
+pub fn build(
+    docs: Docs,
+    revision: u64,
+    prev: Option<&Snapshot>,
+    env: &BuildEnv<'_>,
+) -> Result<Snapshot, BuildError> {
     let invalid = BuildError::Invalid;
     let mut sets: FxHashMap<&str, &[Selector]> = FxHashMap::default();
     for doc in docs.values() {
@@ -259,23 +282,38 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
         match &doc.spec {
             Spec::Export => {
                 let attrs = owned_with_labels(
-                    &[(keys::EXPORT_NAME, &doc.key.name), (keys::EXPORT_NAMESPACE, &doc.key.namespace)],
+                    &[
+                        (keys::EXPORT_NAME, &doc.key.name),
+                        (keys::EXPORT_NAMESPACE, &doc.key.namespace),
+                    ],
                     keys::EXPORT_LABELS,
                     &doc.labels,
                 );
-                let entry = ExportEntry { reference: doc.key.reference(), attrs };
-                exports.entry(doc.key.namespace.clone()).or_default().insert(doc.key.name.clone(), entry);
+                let entry = ExportEntry {
+                    reference: doc.key.reference(),
+                    attrs,
+                };
+                exports
+                    .entry(doc.key.namespace.clone())
+                    .or_default()
+                    .insert(doc.key.name.clone(), entry);
             }
             Spec::LoadBalancing(lb) => {
-                lb_by_import.entry((doc.key.namespace.clone(), Arc::from(lb.import.as_str()))).or_default().push(doc);
+                lb_by_import
+                    .entry((doc.key.namespace.clone(), Arc::from(lb.import.as_str())))
+                    .or_default()
+                    .push(doc);
             }
             _ => {}
         }
     }
 
-    let mut imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>> = FxHashMap::default();
+    let mut imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>> =
+        FxHashMap::default();
     for doc in docs.values() {
-        let Spec::Import(spec) = &doc.spec else { continue };
+        let Spec::Import(spec) = &doc.spec else {
+            continue;
+        };
         let prev_import = prev.and_then(|p| p.import(&doc.key.namespace, &doc.key.name));
         let sources = spec
             .sources
@@ -283,7 +321,10 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
             .map(|s| SourceEntry {
                 peer: peers.get(&s.peer).cloned(),
                 attrs: owned_with_labels(
-                    &[(keys::EXPORT_NAME, s.export_name.as_str()), (keys::EXPORT_NAMESPACE, s.export_namespace.as_str())],
+                    &[
+                        (keys::EXPORT_NAME, s.export_name.as_str()),
+                        (keys::EXPORT_NAMESPACE, s.export_namespace.as_str()),
+                    ],
                     keys::EXPORT_LABELS,
                     std::iter::empty(),
                 ),
@@ -293,16 +334,29 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
         let mut lb_policies = Vec::new();
         let mut lb_rules = Vec::new();
         // BTreeMap order: the balancing policies of this import come sorted by name.
-        for lb_doc in lb_by_import.get(&(doc.key.namespace.clone(), doc.key.name.clone())).into_iter().flatten() {
-            let Spec::LoadBalancing(lb) = &lb_doc.spec else { continue };
+        for lb_doc in lb_by_import
+            .get(&(doc.key.namespace.clone(), doc.key.name.clone()))
+            .into_iter()
+            .flatten()
+        {
+            let Spec::LoadBalancing(lb) = &lb_doc.spec else {
+                continue;
+            };
             let from = selectors(&lb.from, &sets, lb_doc, "spec.from").map_err(invalid)?;
             let matched_by: Arc<str> = lb_doc.key.reference().into();
             let counter = prev_import
                 .and_then(|p| p.lb_policies.iter().find(|e| e.matched_by == matched_by))
                 .map(|e| e.counter.clone())
                 .unwrap_or_default();
-            lb_rules.push(Rule { from, to: Box::new([Selector::everything()]) });
-            lb_policies.push(LbEntry { matched_by, spec: lb.clone(), counter });
+            lb_rules.push(Rule {
+                from,
+                to: Box::new([Selector::everything()]),
+            });
+            lb_policies.push(LbEntry {
+                matched_by,
+                spec: lb.clone(),
+                counter,
+            });
         }
         let entry = ImportEntry {
             key: doc.key.clone(),
@@ -314,7 +368,10 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
             lb_policies,
             lb_index: MatchIndex::build(lb_rules),
         };
-        imports.entry(doc.key.namespace.clone()).or_default().insert(doc.key.name.clone(), Arc::new(entry));
+        imports
+            .entry(doc.key.namespace.clone())
+            .or_default()
+            .insert(doc.key.name.clone(), Arc::new(entry));
     }
 
     // Policies.
@@ -330,7 +387,10 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
                     from: selectors(&spec.from, &sets, doc, "spec.from").map_err(invalid)?,
                     to: selectors(&spec.to, &sets, doc, "spec.to").map_err(invalid)?,
                 });
-                conn_limits.push(ConnLimitEntry { name: doc.key.reference().into(), spec: spec.clone() });
+                conn_limits.push(ConnLimitEntry {
+                    name: doc.key.reference().into(),
+                    spec: spec.clone(),
+                });
             }
             Spec::RateLimit(spec) => {
                 rate_rules.push(Rule {
@@ -338,35 +398,56 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
                     to: selectors(&spec.to, &sets, doc, "spec.to").map_err(invalid)?,
                 });
                 let interval = (1e9 / spec.connections_per_second).round().max(1.0) as u64;
-                rate_limits.push(RateLimitEntry { name: doc.key.reference().into(), spec: spec.clone(), interval });
+                rate_limits.push(RateLimitEntry {
+                    name: doc.key.reference().into(),
+                    spec: spec.clone(),
+                    interval,
+                });
             }
             _ => {}
         }
     }
 
     // Agents and chains.
-    let mut wasm: FxHashMap<Arc<str>, (Arc<str>, Arc<dyn Agent>)> = FxHashMap::default();
+    let mut wasm: FxHashMap<Arc<str>, LoadedAgent> = FxHashMap::default();
     for doc in docs.values() {
-        let Spec::WasmAgent(spec) = &doc.spec else { continue };
-        if env.builtins.iter().any(|(n, _)| n.as_str() == &*doc.key.name) {
-            return Err(invalid(doc.error("metadata.name", format!("`{}` is the name of a built-in agent", doc.key.name))));
+        let Spec::WasmAgent(spec) = &doc.spec else {
+            continue;
+        };
+        if env
+            .builtins
+            .iter()
+            .any(|(n, _)| n.as_str() == &*doc.key.name)
+        {
+            return Err(invalid(doc.error(
+                "metadata.name",
+                format!("`{}` is the name of a built-in agent", doc.key.name),
+            )));
         }
-        let reuse = prev.and_then(|p| p.wasm.get(&doc.key.name)).filter(|(raw, _)| *raw == doc.raw);
+        let reuse = prev
+            .and_then(|p| p.wasm.get(&doc.key.name))
+            .filter(|(raw, _)| *raw == doc.raw);
         let agent = match reuse {
             Some((_, agent)) => agent.clone(),
             None => {
                 let Some(loader) = env.loader else {
-                    return Err(invalid(doc.error("", "this build of clpe cannot load WASM agents")));
+                    return Err(invalid(
+                        doc.error("", "this build of clpe cannot load WASM agents"),
+                    ));
                 };
                 let name = AgentName::from(&*doc.key.name);
-                loader.load(&name, spec).map_err(|m| invalid(doc.error("spec.module", m)))?
+                loader
+                    .load(&name, spec)
+                    .map_err(|m| invalid(doc.error("spec.module", m)))?
             }
         };
         wasm.insert(doc.key.name.clone(), (doc.raw.clone(), agent));
     }
     let mut chains: [Vec<Link>; 4] = Default::default();
     for doc in docs.values() {
-        let Spec::Subscription(sub) = &doc.spec else { continue };
+        let Spec::Subscription(sub) = &doc.spec else {
+            continue;
+        };
         let agent = env
             .builtins
             .iter()
@@ -374,17 +455,33 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
             .map(|(_, a)| a.clone())
             .or_else(|| wasm.get(sub.agent.as_str()).map(|(_, a)| a.clone()));
         let Some(agent) = agent else {
-            let known: Vec<&str> = env.builtins.iter().map(|(n, _)| n.as_str()).chain(wasm.keys().map(|k| &**k)).collect();
+            let known: Vec<&str> = env
+                .builtins
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .chain(wasm.keys().map(|k| &**k))
+                .collect();
             return Err(invalid(doc.error(
                 "spec.agent",
-                format!("no agent named `{}` (known: {})", sub.agent, known.join(", ")),
+                format!(
+                    "no agent named `{}` (known: {})",
+                    sub.agent,
+                    known.join(", ")
+                ),
             )));
         };
-        let Some(chain) = chains.get_mut(sub.event.index()) else { continue };
+        let Some(chain) = chains.get_mut(sub.event.index()) else {
+            continue;
+        };
         if let Some(other) = chain.iter().find(|l| *l.agent_name == *sub.agent.as_str()) {
             return Err(BuildError::Conflict(doc.error(
                 "spec.agent",
-                format!("agent `{}` is already subscribed to {} by Subscription `{}`", sub.agent, sub.event.as_str(), other.subscription),
+                format!(
+                    "agent `{}` is already subscribed to {} by Subscription `{}`",
+                    sub.agent,
+                    sub.event.as_str(),
+                    other.subscription
+                ),
             )));
         }
         if let Some(other) = chain.iter().find(|l| l.priority == sub.priority) {
@@ -433,5 +530,13 @@ pub fn build(docs: Docs, revision: u64, prev: Option<&Snapshot>, env: &BuildEnv<
 
 /// Documents whose kind has a `Kind` for listing.
 pub fn list(docs: &Docs, kind: Kind) -> impl Iterator<Item = &Arc<Document>> {
-    docs.range(DocKey { kind, namespace: "".into(), name: "".into() }..).take_while(move |(k, _)| k.kind == kind).map(|(_, d)| d)
+    docs.range(
+        DocKey {
+            kind,
+            namespace: "".into(),
+            name: "".into(),
+        }..,
+    )
+    .take_while(move |(k, _)| k.kind == kind)
+    .map(|(_, d)| d)
 }

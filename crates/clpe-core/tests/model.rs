@@ -1,6 +1,11 @@
 //! Property tests of the engine against simple models: batch apply/delete against a
 //! `BTreeMap`, and limiter counters against a list of open connections.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 
@@ -17,12 +22,17 @@ enum Op {
 }
 
 fn peer_doc(i: u8, label: u8, valid: bool) -> Value {
-    let labels = if valid { json!({"v": label.to_string()}) } else { json!({"v": "not a valid value!"}) };
+    let labels = if valid {
+        json!({"v": label.to_string()})
+    } else {
+        json!({"v": "not a valid value!"})
+    };
     json!({"kind": "Peer", "metadata": {"name": format!("p{i}"), "labels": labels}})
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
-    let apply = prop::collection::vec((0u8..6, 0u8..3, prop::bool::weighted(0.85)), 1..4).prop_map(Op::Apply);
+    let apply = prop::collection::vec((0u8..6, 0u8..3, prop::bool::weighted(0.85)), 1..4)
+        .prop_map(Op::Apply);
     let delete = prop::collection::vec(0u8..6, 1..3).prop_map(Op::Delete);
     prop::collection::vec(prop_oneof![apply, delete], 1..25)
 }
@@ -82,7 +92,10 @@ enum ConnOp {
 }
 
 fn limit_engine() -> Engine {
-    let engine = Engine::new(EngineConfig { local_peer: PeerName::from("home"), ..EngineConfig::default() });
+    let engine = Engine::new(EngineConfig {
+        local_peer: PeerName::from("home"),
+        ..EngineConfig::default()
+    });
     let docs = [
         json!({"kind": "Peer", "metadata": {"name": "p0"}}),
         json!({"kind": "Import", "metadata": {"name": "db"}, "spec": {"sources": [{"peer": "p0", "exportName": "db", "exportNamespace": "default"}]}}),
@@ -91,7 +104,11 @@ fn limit_engine() -> Engine {
         // Denies every third second's connections after the limiter reserved: the slot must come back.
         json!({"kind": "RateLimitPolicy", "metadata": {"name": "rate"}, "spec": {"from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}], "connectionsPerSecond": 1, "burst": 2}}),
     ];
-    let docs = docs.into_iter().enumerate().map(|(i, d)| parse_value(d, i + 1).unwrap()).collect();
+    let docs = docs
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| parse_value(d, i + 1).unwrap())
+        .collect();
     engine.apply(docs).unwrap();
     engine
 }

@@ -1,6 +1,11 @@
 //! The monitor's Prometheus text parses with a real parser and agrees with the decisions,
 //! and rate-limit state stays bounded under unbounded keys.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::sync::Arc;
 
@@ -14,15 +19,25 @@ fn engine(extra: Vec<serde_json::Value>) -> Engine {
 
 fn engine_with(extra: Vec<serde_json::Value>, lease: u64) -> Engine {
     let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let ticker: clpe_core::dispatcher::Ticker = Arc::new(move || ticks.fetch_add(700, std::sync::atomic::Ordering::Relaxed));
-    let engine = Engine::new(EngineConfig { local_peer: PeerName::from("home"), ticker: Some(ticker), default_lease_secs: lease, ..EngineConfig::default() });
+    let ticker: clpe_core::dispatcher::Ticker =
+        Arc::new(move || ticks.fetch_add(700, std::sync::atomic::Ordering::Relaxed));
+    let engine = Engine::new(EngineConfig {
+        local_peer: PeerName::from("home"),
+        ticker: Some(ticker),
+        default_lease_secs: lease,
+        ..EngineConfig::default()
+    });
     let mut docs = vec![
         json!({"kind": "Peer", "metadata": {"name": "p0"}}),
         json!({"kind": "Import", "metadata": {"name": "db"}, "spec": {"sources": [{"peer": "p0", "exportName": "db", "exportNamespace": "default"}]}}),
         json!({"kind": "AccessPolicy", "metadata": {"name": "allow-a"}, "spec": {"action": "allow", "from": [{"workloadSelector": {"matchLabels": {"client.clusterlink.net/service": "a"}}}], "to": [{"workloadSelector": {}}]}}),
     ];
     docs.extend(extra);
-    let docs = docs.into_iter().enumerate().map(|(i, d)| parse_value(d, i + 1).unwrap()).collect();
+    let docs = docs
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| parse_value(d, i + 1).unwrap())
+        .collect();
     engine.apply(docs).unwrap();
     engine
 }
@@ -36,15 +51,28 @@ fn prometheus_text_parses_and_counts_agree() {
     let engine = engine(vec![]);
     let opts = DecideOptions::default();
     for i in 0..5 {
-        engine.decide(&conn("a", &format!("c{i}")), Time::ZERO, opts).unwrap();
+        engine
+            .decide(&conn("a", &format!("c{i}")), Time::ZERO, opts)
+            .unwrap();
     }
     for i in 0..3 {
-        engine.decide(&conn("b", &format!("d{i}")), Time::ZERO, opts).unwrap();
+        engine
+            .decide(&conn("b", &format!("d{i}")), Time::ZERO, opts)
+            .unwrap();
     }
     let closed: Event = serde_json::from_value(json!({"type": "ConnectionClosed", "connection_id": "c0", "bytes_sent": 10, "bytes_received": 20})).unwrap();
     engine.decide(&closed, Time::ZERO, opts).unwrap();
     // Dry runs are not counted.
-    engine.decide(&conn("a", "dry"), Time::ZERO, DecideOptions { explain: false, dry_run: true }).unwrap();
+    engine
+        .decide(
+            &conn("a", "dry"),
+            Time::ZERO,
+            DecideOptions {
+                explain: false,
+                dry_run: true,
+            },
+        )
+        .unwrap();
 
     let text = engine.metrics();
     let lines: Vec<_> = text.lines().map(|l| Ok(l.to_owned())).collect();
@@ -55,19 +83,59 @@ fn prometheus_text_parses_and_counts_agree() {
             .iter()
             .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => 0.0,
             })
             .sum()
     };
-    assert_eq!(value("clpe_events_total", &[("event", "NewConnection")]), 8.0);
-    assert_eq!(value("clpe_events_total", &[("event", "ConnectionClosed")]), 1.0);
-    assert_eq!(value("clpe_decisions_total", &[("decision", "allow"), ("event", "NewConnection"), ("policy", "default/allow-a")]), 5.0);
-    assert_eq!(value("clpe_decisions_total", &[("decision", "deny"), ("agent", "acl")]), 3.0);
+    assert_eq!(
+        value("clpe_events_total", &[("event", "NewConnection")]),
+        8.0
+    );
+    assert_eq!(
+        value("clpe_events_total", &[("event", "ConnectionClosed")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "clpe_decisions_total",
+            &[
+                ("decision", "allow"),
+                ("event", "NewConnection"),
+                ("policy", "default/allow-a")
+            ]
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            "clpe_decisions_total",
+            &[("decision", "deny"), ("agent", "acl")]
+        ),
+        3.0
+    );
     assert_eq!(value("clpe_open_connections", &[]), 4.0);
-    assert_eq!(value("clpe_connection_sent_bytes_total", &[("service", "a"), ("peer", "p0")]), 10.0);
-    assert_eq!(value("clpe_connection_received_bytes_total", &[("service", "a"), ("peer", "p0")]), 20.0);
-    let chain = scrape.samples.iter().find(|s| s.metric == "clpe_decision_duration_seconds").unwrap();
+    assert_eq!(
+        value(
+            "clpe_connection_sent_bytes_total",
+            &[("service", "a"), ("peer", "p0")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        value(
+            "clpe_connection_received_bytes_total",
+            &[("service", "a"), ("peer", "p0")]
+        ),
+        20.0
+    );
+    let chain = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "clpe_decision_duration_seconds")
+        .unwrap();
     match &chain.value {
         prometheus_parse::Value::Histogram(h) => assert_eq!(h.last().unwrap().count, 9.0),
         other => panic!("not a histogram: {other:?}"),
@@ -78,11 +146,14 @@ fn prometheus_text_parses_and_counts_agree() {
 #[test]
 fn a_million_rate_limit_keys_stay_bounded() {
     // Connections are released after a second of simulated time: only rate state grows.
-    let engine = engine_with(vec![json!({
-        "kind": "RateLimitPolicy", "metadata": {"name": "per-client"},
-        "spec": {"from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}], "connectionsPerSecond": 10, "burst": 5,
-                 "key": ["client.clusterlink.net/labels.id"]}
-    })], 1);
+    let engine = engine_with(
+        vec![json!({
+            "kind": "RateLimitPolicy", "metadata": {"name": "per-client"},
+            "spec": {"from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}], "connectionsPerSecond": 10, "burst": 5,
+                     "key": ["client.clusterlink.net/labels.id"]}
+        })],
+        1,
+    );
     let rates = &engine.runtime().rates;
     let mut peak = 0;
     let mut now = Time::ZERO;
@@ -100,7 +171,16 @@ fn a_million_rate_limit_keys_stay_bounded() {
             src_attributes: attrs,
             connection_id: None,
         });
-        engine.decide(&ev, now, DecideOptions { explain: false, dry_run: false }).unwrap();
+        engine
+            .decide(
+                &ev,
+                now,
+                DecideOptions {
+                    explain: false,
+                    dry_run: false,
+                },
+            )
+            .unwrap();
         engine.runtime().connections.expire(now);
         if i % 10_000 == 0 {
             peak = peak.max(rates.len());

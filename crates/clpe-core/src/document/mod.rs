@@ -69,7 +69,9 @@ impl Kind {
 
     /// Looks a kind up as documents spell it, without regard to case (the API's paths).
     pub fn parse(text: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(text))
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(text))
     }
 
     /// Namespaced kinds live in a namespace (default `default`); the others are cluster-wide.
@@ -97,8 +99,16 @@ pub struct DocKey {
 
 impl DocKey {
     pub fn new(kind: Kind, namespace: Option<&str>, name: &str) -> DocKey {
-        let namespace = if kind.is_namespaced() { namespace.unwrap_or("default") } else { "" };
-        DocKey { kind, namespace: namespace.into(), name: name.into() }
+        let namespace = if kind.is_namespaced() {
+            namespace.unwrap_or("default")
+        } else {
+            ""
+        };
+        DocKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 
     /// `namespace/name`, or `/name` for cluster-wide documents: how `matched_by` names them.
@@ -129,6 +139,10 @@ pub struct Document {
 
 impl Document {
     pub fn error(&self, field: &str, message: impl Into<String>) -> DocError {
-        DocError { document: self.key.to_string(), field: field.to_owned(), message: message.into() }
+        DocError {
+            document: self.key.to_string(),
+            field: field.to_owned(),
+            message: message.into(),
+        }
     }
 }

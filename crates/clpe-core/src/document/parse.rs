@@ -27,7 +27,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, ApplyError> {
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(docs) } else { Err(ApplyError::Invalid(errors)) }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(ApplyError::Invalid(errors))
+    }
 }
 
 /// Splits the text into document trees without looking at their contents.
@@ -42,7 +46,9 @@ pub fn parse_values(text: &str) -> Result<Vec<Value>, ApplyError> {
     if trimmed.starts_with('[') {
         return match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) => Ok(items),
-            Ok(_) => Err(ApplyError::Malformed("expected a JSON array of documents".into())),
+            Ok(_) => Err(ApplyError::Malformed(
+                "expected a JSON array of documents".into(),
+            )),
             Err(e) => Err(ApplyError::Malformed(format!("not valid JSON: {e}"))),
         };
     }
@@ -53,15 +59,20 @@ pub fn parse_values(text: &str) -> Result<Vec<Value>, ApplyError> {
             continue;
         }
         // JSON in a YAML stream (one document per `---`) parses much faster as JSON.
-        if body.starts_with('{') {
-            if let Ok(value) = serde_json::from_str::<Value>(body) {
-                out.push(value);
-                continue;
-            }
+        if body.starts_with('{')
+            && let Ok(value) = serde_json::from_str::<Value>(body)
+        {
+            out.push(value);
+            continue;
         }
-        let value: Value = serde_saphyr::from_str_with_options(chunk, yaml_options()).map_err(|e| {
-            ApplyError::Malformed(format!("document #{}: not valid YAML: {}", index + 1, clip_lines(&e.to_string())))
-        })?;
+        let value: Value =
+            serde_saphyr::from_str_with_options(chunk, yaml_options()).map_err(|e| {
+                ApplyError::Malformed(format!(
+                    "document #{}: not valid YAML: {}",
+                    index + 1,
+                    clip_lines(&e.to_string())
+                ))
+            })?;
         if !value.is_null() {
             out.push(value);
         }
@@ -97,7 +108,11 @@ fn split_yaml(text: &str) -> Vec<&str> {
         if is_marker {
             chunks.push(text.get(start..offset).unwrap_or_default());
             // `--- {json}`: the rest of the line belongs to the next document.
-            start = if content.len() > 3 && content != "..." { offset + 4 } else { offset + line.len() };
+            start = if content.len() > 3 && content != "..." {
+                offset + 4
+            } else {
+                offset + line.len()
+            };
         }
         offset += line.len();
     }
@@ -127,7 +142,11 @@ fn clip_lines(message: &str) -> String {
 }
 
 fn clip_long(s: &str) -> String {
-    if s.len() <= 400 { s.to_owned() } else { format!("{}…", s.chars().take(400).collect::<String>()) }
+    if s.len() <= 400 {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(400).collect::<String>())
+    }
 }
 
 fn depth(v: &Value) -> usize {
@@ -168,11 +187,21 @@ pub fn parse_value(value: Value, index: usize) -> Result<Document, DocError> {
         message,
     };
     let Value::Object(mut top) = value else {
-        return Err(err(&anonymous, "", format!("expected a map, found {}", type_name(&value))));
+        return Err(err(
+            &anonymous,
+            "",
+            format!("expected a map, found {}", type_name(&value)),
+        ));
     };
     let kind_text = match top.remove("kind") {
         Some(Value::String(s)) => s,
-        Some(other) => return Err(err(&anonymous, "kind", format!("expected a string, found {}", type_name(&other)))),
+        Some(other) => {
+            return Err(err(
+                &anonymous,
+                "kind",
+                format!("expected a string, found {}", type_name(&other)),
+            ));
+        }
         None => return Err(err(&anonymous, "kind", "is missing".into())),
     };
     let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == kind_text) else {
@@ -180,13 +209,23 @@ pub fn parse_value(value: Value, index: usize) -> Result<Document, DocError> {
         return Err(err(
             &anonymous,
             "kind",
-            format!("unknown kind `{}` (known: {})", clip(&kind_text), known.join(", ")),
+            format!(
+                "unknown kind `{}` (known: {})",
+                clip(&kind_text),
+                known.join(", ")
+            ),
         ));
     };
     let named = format!("{kind} ({anonymous})");
     let metadata = match top.remove("metadata") {
         Some(Value::Object(m)) => m,
-        Some(other) => return Err(err(&named, "metadata", format!("expected a map, found {}", type_name(&other)))),
+        Some(other) => {
+            return Err(err(
+                &named,
+                "metadata",
+                format!("expected a map, found {}", type_name(&other)),
+            ));
+        }
         None => return Err(err(&named, "metadata", "is missing".into())),
     };
     let (key, labels) = parse_metadata(kind, metadata, &named)?;
@@ -198,7 +237,10 @@ pub fn parse_value(value: Value, index: usize) -> Result<Document, DocError> {
             return Err(err(
                 &doc_name,
                 "apiVersion",
-                format!("`{}` is not accepted (use `{API_VERSION}` or leave it out)", clip(&other.to_string())),
+                format!(
+                    "`{}` is not accepted (use `{API_VERSION}` or leave it out)",
+                    clip(&other.to_string())
+                ),
             ));
         }
     }
@@ -213,7 +255,12 @@ pub fn parse_value(value: Value, index: usize) -> Result<Document, DocError> {
     let spec_json = spec.clone();
     let parsed = parse_spec(kind, spec).map_err(|e| err(&doc_name, &e.field, e.message))?;
     let raw = canonical(&key, &labels, spec_json);
-    Ok(Document { key, labels, spec: parsed, raw })
+    Ok(Document {
+        key,
+        labels,
+        spec: parsed,
+        raw,
+    })
 }
 
 fn parse_metadata(
@@ -228,14 +275,24 @@ fn parse_metadata(
     };
     let name = match meta.remove("name") {
         Some(Value::String(s)) => s,
-        Some(other) => return Err(err(doc, "metadata.name", format!("expected a string, found {}", type_name(&other)))),
+        Some(other) => {
+            return Err(err(
+                doc,
+                "metadata.name",
+                format!("expected a string, found {}", type_name(&other)),
+            ));
+        }
         None => return Err(err(doc, "metadata.name", "is missing".into())),
     };
     let namespace = match meta.remove("namespace") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(other) => {
-            return Err(err(doc, "metadata.namespace", format!("expected a string, found {}", type_name(&other))));
+            return Err(err(
+                doc,
+                "metadata.namespace",
+                format!("expected a string, found {}", type_name(&other)),
+            ));
         }
     };
     check_name(&name, 253).map_err(|m| err(doc, "metadata.name", m))?;
@@ -264,18 +321,29 @@ fn parse_metadata(
                         format!("expected a string, found {}", type_name(&v)),
                     ));
                 };
-                check_value(&v).map_err(|m| err(&doc, &format!("metadata.labels.{}", clip(&k)), m))?;
+                check_value(&v)
+                    .map_err(|m| err(&doc, &format!("metadata.labels.{}", clip(&k)), m))?;
                 labels.insert(k, v);
             }
         }
         Some(other) => {
-            return Err(err(&doc, "metadata.labels", format!("expected a map, found {}", type_name(&other))));
+            return Err(err(
+                &doc,
+                "metadata.labels",
+                format!("expected a map, found {}", type_name(&other)),
+            ));
         }
     }
     match meta.remove("annotations") {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) if map.values().all(Value::is_string) => {}
-        Some(_) => return Err(err(&doc, "metadata.annotations", "expected a map of strings".into())),
+        Some(_) => {
+            return Err(err(
+                &doc,
+                "metadata.annotations",
+                "expected a map of strings".into(),
+            ));
+        }
     }
     if let Some(field) = meta.keys().next() {
         return Err(err(
@@ -295,7 +363,10 @@ fn canonical(key: &DocKey, labels: &BTreeMap<String, String>, spec: Value) -> Ar
         meta.insert("namespace".into(), Value::String(key.namespace.to_string()));
     }
     if !labels.is_empty() {
-        let l = labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let l = labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         meta.insert("labels".into(), Value::Object(l));
     }
     let mut top = Map::new();

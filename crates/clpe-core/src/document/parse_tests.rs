@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use super::*;
 
@@ -28,7 +33,9 @@ fn errors_name_the_document_the_field_and_the_rule() {
     assert_eq!(e[0].field, "spec.from[0].workloadSelector.matchLabels");
     assert!(e[0].message.contains("bad key!"));
 
-    let e = invalid("kind: AccessPolicy\nmetadata: {name: p}\nspec: {action: Allow, from: [{workloadSelector: {}}], to: [{workloadSelector: {}}]}\n");
+    let e = invalid(
+        "kind: AccessPolicy\nmetadata: {name: p}\nspec: {action: Allow, from: [{workloadSelector: {}}], to: [{workloadSelector: {}}]}\n",
+    );
     assert_eq!(e[0].field, "spec.action");
     assert!(e[0].message.contains("Allow"));
 
@@ -48,7 +55,10 @@ fn errors_name_the_document_the_field_and_the_rule() {
 #[test]
 fn malformed_input_is_an_error_not_a_panic() {
     let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
-    let huge_string = format!("kind: Peer\nmetadata: {{name: \"{}\"}}\n", "x".repeat(1 << 20));
+    let huge_string = format!(
+        "kind: Peer\nmetadata: {{name: \"{}\"}}\n",
+        "x".repeat(1 << 20)
+    );
     let binary: String = (0u8..=255).map(char::from).collect();
     let inputs = [
         "kind: [unclosed",
@@ -74,12 +84,18 @@ fn malformed_input_is_an_error_not_a_panic() {
         assert!(r.is_err(), "accepted: {:.60}", input);
         let message = r.unwrap_err().to_string();
         assert!(!message.is_empty());
-        assert!(message.len() < 4096, "error is too long: {} bytes", message.len());
+        assert!(
+            message.len() < 4096,
+            "error is too long: {} bytes",
+            message.len()
+        );
     }
 }
 
 #[test]
 fn every_error_of_a_batch_is_reported() {
-    let e = invalid("kind: Peer\nmetadata: {name: ok}\n---\nkind: Peer\nmetadata: {}\n---\nkind: Bogus\nmetadata: {name: x}\n");
+    let e = invalid(
+        "kind: Peer\nmetadata: {name: ok}\n---\nkind: Peer\nmetadata: {}\n---\nkind: Bogus\nmetadata: {name: x}\n",
+    );
     assert_eq!(e.len(), 2);
 }

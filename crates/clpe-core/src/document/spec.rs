@@ -144,7 +144,11 @@ pub struct WasmLimits {
 
 impl Default for WasmLimits {
     fn default() -> Self {
-        WasmLimits { fuel: 10_000_000, memory_bytes: 16 << 20, timeout_ms: 50 }
+        WasmLimits {
+            fuel: 10_000_000,
+            memory_bytes: 16 << 20,
+            timeout_ms: 50,
+        }
     }
 }
 
@@ -288,14 +292,24 @@ struct RawWasmAgent {
 fn from_spec<T: serde::de::DeserializeOwned>(spec: Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "spec".to_owned() } else { format!("spec.{path}") };
+        let field = if path == "." {
+            "spec".to_owned()
+        } else {
+            format!("spec.{path}")
+        };
         FieldError::new(&field, e.into_inner().to_string())
     })
 }
 
 /// Converts a kind's `spec` (absent is `null`) into its domain form.
 pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
-    let optional = |spec: Value| if spec.is_null() { Value::Object(Default::default()) } else { spec };
+    let optional = |spec: Value| {
+        if spec.is_null() {
+            Value::Object(Default::default())
+        } else {
+            spec
+        }
+    };
     if spec.is_null() && !matches!(kind, Kind::Peer | Kind::Export) {
         return Err(FieldError::new("spec", format!("a {kind} needs a `spec`")));
     }
@@ -312,7 +326,10 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
         Kind::WorkloadSet => {
             let raw: RawWorkloadSet = from_spec(spec)?;
             if raw.workload_selectors.is_empty() {
-                return Err(FieldError::new("spec.workloadSelectors", "must list at least one selector"));
+                return Err(FieldError::new(
+                    "spec.workloadSelectors",
+                    "must list at least one selector",
+                ));
             }
             let selectors = raw
                 .workload_selectors
@@ -324,7 +341,9 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
         }
         Kind::Peer => {
             let raw: RawPeer = from_spec(optional(spec))?;
-            Spec::Peer(PeerSpec { reachable: raw.reachable.unwrap_or(true) })
+            Spec::Peer(PeerSpec {
+                reachable: raw.reachable.unwrap_or(true),
+            })
         }
         Kind::Export => {
             let _: RawExport = from_spec(optional(spec))?;
@@ -340,7 +359,10 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
                     .map_err(|m| FieldError::new(&format!("{at}.exportName"), m))?;
                 check_name(&s.export_namespace, 63)
                     .map_err(|m| FieldError::new(&format!("{at}.exportNamespace"), m))?;
-                if sources.iter().any(|x: &ImportSource| x.peer.as_str() == s.peer) {
+                if sources
+                    .iter()
+                    .any(|x: &ImportSource| x.peer.as_str() == s.peer)
+                {
                     return Err(FieldError::new(
                         &format!("{at}.peer"),
                         format!("peer `{}` is listed twice", s.peer),
@@ -405,7 +427,9 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
             }
             let bandwidth = match &raw.bandwidth {
                 None => None,
-                Some(b) => Some(parse_bandwidth(b).map_err(|m| FieldError::new("spec.bandwidth", m))?),
+                Some(b) => {
+                    Some(parse_bandwidth(b).map_err(|m| FieldError::new("spec.bandwidth", m))?)
+                }
             };
             Spec::RateLimit(Arc::new(RateLimitSpec {
                 from: workloads(&raw.from, "spec.from")?,
@@ -423,7 +447,9 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
             let module = match (raw.module, raw.module_file) {
                 (Some(b64), None) => base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
-                    .map_err(|e| FieldError::new("spec.module", format!("not valid base64: {e}")))?,
+                    .map_err(|e| {
+                        FieldError::new("spec.module", format!("not valid base64: {e}"))
+                    })?,
                 (None, Some(file)) => {
                     return Err(FieldError::new(
                         "spec.moduleFile",
@@ -433,10 +459,16 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
                     ));
                 }
                 (Some(_), Some(_)) => {
-                    return Err(FieldError::new("spec", "give exactly one of `module` and `moduleFile`, not both"));
+                    return Err(FieldError::new(
+                        "spec",
+                        "give exactly one of `module` and `moduleFile`, not both",
+                    ));
                 }
                 (None, None) => {
-                    return Err(FieldError::new("spec", "give exactly one of `module` and `moduleFile`"));
+                    return Err(FieldError::new(
+                        "spec",
+                        "give exactly one of `module` and `moduleFile`",
+                    ));
                 }
             };
             if module.is_empty() {
@@ -454,7 +486,11 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
                     "fuel and timeoutMs must be at least 1, memoryBytes at least 65536 (one page)",
                 ));
             }
-            Spec::WasmAgent(Arc::new(WasmAgentSpec { module: module.into(), config: raw.config, limits }))
+            Spec::WasmAgent(Arc::new(WasmAgentSpec {
+                module: module.into(),
+                config: raw.config,
+                limits,
+            }))
         }
     })
 }
@@ -467,7 +503,9 @@ fn lb_spec(raw: RawLb) -> Result<LbSpec, FieldError> {
     };
     let only = |present: bool, field: &str, scheme: Scheme| -> Result<(), FieldError> {
         if present && raw.scheme != scheme {
-            let name = serde_json::to_value(scheme).ok().and_then(|v| v.as_str().map(str::to_owned));
+            let name = serde_json::to_value(scheme)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned));
             return Err(FieldError::new(
                 &format!("spec.{field}"),
                 format!("only applies to scheme `{}`", name.unwrap_or_default()),
@@ -478,12 +516,22 @@ fn lb_spec(raw: RawLb) -> Result<LbSpec, FieldError> {
     only(raw.weights.is_some(), "weights", Scheme::Weighted)?;
     only(raw.order.is_some(), "order", Scheme::Static)?;
     only(raw.hash_key.is_some(), "hashKey", Scheme::ConsistentHash)?;
-    only(raw.locality_label.is_some(), "localityLabel", Scheme::Locality)?;
+    only(
+        raw.locality_label.is_some(),
+        "localityLabel",
+        Scheme::Locality,
+    )?;
     if raw.scheme == Scheme::ConsistentHash && raw.hash_key.is_none() {
-        return Err(FieldError::new("spec.hashKey", "scheme `consistent-hash` needs a `hashKey`"));
+        return Err(FieldError::new(
+            "spec.hashKey",
+            "scheme `consistent-hash` needs a `hashKey`",
+        ));
     }
     if raw.scheme == Scheme::Locality && raw.locality_label.is_none() {
-        return Err(FieldError::new("spec.localityLabel", "scheme `locality` needs a `localityLabel`"));
+        return Err(FieldError::new(
+            "spec.localityLabel",
+            "scheme `locality` needs a `localityLabel`",
+        ));
     }
     if let Some(k) = &raw.hash_key {
         check_key(k).map_err(|m| FieldError::new("spec.hashKey", m))?;
@@ -500,7 +548,10 @@ fn lb_spec(raw: RawLb) -> Result<LbSpec, FieldError> {
     for (i, peer) in raw.order.unwrap_or_default().iter().enumerate() {
         check_name(peer, 253).map_err(|m| FieldError::new(&format!("spec.order[{i}]"), m))?;
         if order.iter().any(|p| p.as_str() == peer) {
-            return Err(FieldError::new(&format!("spec.order[{i}]"), format!("peer `{peer}` is listed twice")));
+            return Err(FieldError::new(
+                &format!("spec.order[{i}]"),
+                format!("peer `{peer}` is listed twice"),
+            ));
         }
         order.push(peer.as_str().into());
     }
@@ -525,17 +576,24 @@ fn workloads(items: &[RawWorkload], path: &str) -> Result<Box<[Workload]>, Field
         .map(|(i, item)| {
             let at = format!("{path}[{i}]");
             match (&item.workload_selector, &item.workload_sets) {
-                (Some(sel), None) => {
-                    Ok(Workload::Selector(Selector::compile(sel, &format!("{at}.workloadSelector"))?))
-                }
+                (Some(sel), None) => Ok(Workload::Selector(Selector::compile(
+                    sel,
+                    &format!("{at}.workloadSelector"),
+                )?)),
                 (None, Some(sets)) => {
                     if sets.is_empty() {
-                        return Err(FieldError::new(&format!("{at}.workloadSets"), "must name at least one WorkloadSet"));
+                        return Err(FieldError::new(
+                            &format!("{at}.workloadSets"),
+                            "must name at least one WorkloadSet",
+                        ));
                     }
                     for (j, s) in sets.iter().enumerate() {
-                        check_name(s, 253).map_err(|m| FieldError::new(&format!("{at}.workloadSets[{j}]"), m))?;
+                        check_name(s, 253)
+                            .map_err(|m| FieldError::new(&format!("{at}.workloadSets[{j}]"), m))?;
                     }
-                    Ok(Workload::Sets(sets.iter().map(|s| Arc::from(s.as_str())).collect()))
+                    Ok(Workload::Sets(
+                        sets.iter().map(|s| Arc::from(s.as_str())).collect(),
+                    ))
                 }
                 (Some(_), Some(_)) => Err(FieldError::new(
                     &at,
@@ -566,9 +624,16 @@ pub fn check_name(name: &str, max: usize) -> Result<(), String> {
     let b = name.as_bytes();
     let edge = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     if b.is_empty() || b.len() > max {
-        return Err(format!("`{}` must be 1 to {max} characters long", crate::selector::clip(name)));
+        return Err(format!(
+            "`{}` must be 1 to {max} characters long",
+            crate::selector::clip(name)
+        ));
     }
-    if !(edge(b.first()) && edge(b.last()) && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))) {
+    if !(edge(b.first())
+        && edge(b.last())
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+    {
         return Err(format!(
             "`{}` may hold only letters, digits, `-`, `_` and `.`, and must start and end with a letter or digit",
             crate::selector::clip(name)
@@ -589,11 +654,18 @@ pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
         "Kbps" => 1e3,
         "Mbps" => 1e6,
         "Gbps" => 1e9,
-        other => return Err(format!("unknown unit `{other}` in `{t}` (use bps, Kbps, Mbps or Gbps)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{t}` (use bps, Kbps, Mbps or Gbps)"
+            ));
+        }
     };
-    let value: f64 = number.trim().parse().map_err(|_| format!("`{t}` does not start with a number"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{t}` does not start with a number"))?;
     let bits = value * scale;
-    if !bits.is_finite() || bits < 1.0 || bits > 1e18 {
+    if !bits.is_finite() || !(1.0..=1e18).contains(&bits) {
         return Err(format!("`{t}` is out of range (at least 1bps)"));
     }
     Ok(bits.round() as u64)
