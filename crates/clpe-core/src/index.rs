@@ -80,12 +80,98 @@ impl Postings {
     }
 }
 
+struct PairPosting {
+    from: (Box<str>, Box<str>),
+    to: (Box<str>, Box<str>),
+    ids: Box<[u32]>,
+}
+
+fn quad_hash(from: (&str, &str), to: (&str, &str)) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    for part in [from.0, from.1, to.0, to.1] {
+        h.write(part.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
+/// Rules anchored on both sides at once: filed under a (source pair, destination pair),
+/// so a decision finds only the rules whose two anchors it holds.
+#[derive(Default)]
+struct PairPostings {
+    table: HashTable<PairPosting>,
+    /// The keys used as anchors on each side: only attributes with these keys are probed.
+    from_keys: Box<[Box<str>]>,
+    to_keys: Box<[Box<str>]>,
+}
+
+type PairLists<'a> = FxHashMap<((&'a str, &'a str), (&'a str, &'a str)), Vec<u32>>;
+
+impl PairPostings {
+    fn build(mut lists: PairLists<'_>) -> PairPostings {
+        let mut table = HashTable::with_capacity(lists.len());
+        let mut from_keys: Vec<Box<str>> = Vec::new();
+        let mut to_keys: Vec<Box<str>> = Vec::new();
+        for ((from, to), mut ids) in lists.drain() {
+            ids.sort_unstable();
+            ids.dedup();
+            if !from_keys.iter().any(|k| **k == *from.0) {
+                from_keys.push(from.0.into());
+            }
+            if !to_keys.iter().any(|k| **k == *to.0) {
+                to_keys.push(to.0.into());
+            }
+            let posting = PairPosting {
+                from: (from.0.into(), from.1.into()),
+                to: (to.0.into(), to.1.into()),
+                ids: ids.into(),
+            };
+            table.insert_unique(quad_hash(from, to), posting, |p| {
+                quad_hash((&p.from.0, &p.from.1), (&p.to.0, &p.to.1))
+            });
+        }
+        PairPostings {
+            table,
+            from_keys: from_keys.into(),
+            to_keys: to_keys.into(),
+        }
+    }
+
+    /// Calls `f` with the ids of every posting the two attribute maps hold.
+    #[inline]
+    fn probe(&self, src: &Attrs<'_>, dst: &Attrs<'_>, mut f: impl FnMut(&[u32])) {
+        if self.table.is_empty() {
+            return;
+        }
+        for (fk, fv) in src.pairs() {
+            if !self.from_keys.iter().any(|k| **k == *fk) {
+                continue;
+            }
+            for (tk, tv) in dst.pairs() {
+                if !self.to_keys.iter().any(|k| **k == *tk) {
+                    continue;
+                }
+                let found = self.table.find(quad_hash((fk, fv), (tk, tv)), |p| {
+                    *p.from.0 == *fk && *p.from.1 == *fv && *p.to.0 == *tk && *p.to.1 == *tv
+                });
+                if let Some(p) = found {
+                    f(&p.ids);
+                }
+            }
+        }
+    }
+}
+
+/// Most anchor combinations a rule is filed under in the pair table; past it, one side.
+const MAX_PAIRS: usize = 16;
+
 /// Rules indexed for lookup; rule ids are their positions in the list given to `build`.
 #[derive(Default)]
 pub struct MatchIndex {
     rules: Vec<Rule>,
     from: Postings,
     to: Postings,
+    pairs: PairPostings,
     /// Rules with nothing to index on either side; ascending.
     scan: Box<[u32]>,
 }
@@ -166,11 +252,22 @@ impl MatchIndex {
         }
         let mut from_lists: FxHashMap<(&str, &str), Vec<u32>> = FxHashMap::default();
         let mut to_lists: FxHashMap<(&str, &str), Vec<u32>> = FxHashMap::default();
+        let mut pair_lists: PairLists<'_> = FxHashMap::default();
         let mut scan = Vec::new();
         for (id, r) in rules.iter().enumerate() {
             let id = id as u32;
             let f = side_anchors(&r.from, &from_freq);
             let t = side_anchors(&r.to, &to_freq);
+            if let (Some((_, fp)), Some((_, tp))) = (&f, &t) {
+                if fp.len() * tp.len() <= MAX_PAIRS {
+                    for a in fp {
+                        for b in tp {
+                            pair_lists.entry((*a, *b)).or_default().push(id);
+                        }
+                    }
+                    continue;
+                }
+            }
             let (lists, pairs) = match (f, t) {
                 (Some((fc, fp)), Some((tc, tp))) => {
                     if fc <= tc {
@@ -192,9 +289,11 @@ impl MatchIndex {
         }
         let from = Postings::build(from_lists);
         let to = Postings::build(to_lists);
+        let pairs = PairPostings::build(pair_lists);
         MatchIndex {
             from,
             to,
+            pairs,
             scan: scan.into(),
             rules,
         }
@@ -242,6 +341,7 @@ impl MatchIndex {
                 try_ids(ids, &mut best);
             }
         }
+        self.pairs.probe(src, dst, |ids| try_ids(ids, &mut best));
         (best != u32::MAX).then_some(best)
     }
 
@@ -262,6 +362,7 @@ impl MatchIndex {
                 out.extend_from_slice(ids);
             }
         }
+        self.pairs.probe(src, dst, |ids| out.extend_from_slice(ids));
         out.sort_unstable();
         out.dedup();
         out.retain(|id| {
