@@ -258,15 +258,15 @@ impl MatchIndex {
             let id = id as u32;
             let f = side_anchors(&r.from, &from_freq);
             let t = side_anchors(&r.to, &to_freq);
-            if let (Some((_, fp)), Some((_, tp))) = (&f, &t) {
-                if fp.len() * tp.len() <= MAX_PAIRS {
-                    for a in fp {
-                        for b in tp {
-                            pair_lists.entry((*a, *b)).or_default().push(id);
-                        }
+            if let (Some((_, fp)), Some((_, tp))) = (&f, &t)
+                && fp.len() * tp.len() <= MAX_PAIRS
+            {
+                for a in fp {
+                    for b in tp {
+                        pair_lists.entry((*a, *b)).or_default().push(id);
                     }
-                    continue;
                 }
+                continue;
             }
             let (lists, pairs) = match (f, t) {
                 (Some((fc, fp)), Some((tc, tp))) => {

@@ -7,10 +7,16 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod apply;
 mod bench;
+mod client;
 mod decide;
+mod delete;
 mod files;
+mod get;
+mod serve;
 mod test;
+mod test_daemon;
 mod validate;
 
 #[derive(Parser)]
@@ -22,11 +28,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run policy test files (offline; SPEC §6).
+    /// Run the daemon: the decision and operator APIs over the embedded store.
+    Serve(serve::Args),
+    /// Apply documents to the daemon, as one batch.
+    Apply(apply::Args),
+    /// Delete documents from the daemon.
+    Delete(delete::Args),
+    /// Show documents the daemon holds.
+    Get(get::Args),
+    /// Run policy test files (offline, or through a daemon with --daemon; SPEC §6).
     Test(test::Args),
     /// Validate documents offline.
     Validate(validate::Args),
-    /// Decide one event against documents, offline.
+    /// Decide one event: by the daemon, or offline against documents with --policies.
     Decide(decide::Args),
     /// Measure decisions on a workload, in-process.
     Bench(bench::Args),
@@ -49,6 +63,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Serve(a) => serve::run(a),
+        Command::Apply(a) => apply::run(a),
+        Command::Delete(a) => delete::run(a),
+        Command::Get(a) => get::run(a),
         Command::Test(a) => test::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Decide(a) => decide::run(a),

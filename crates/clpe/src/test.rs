@@ -1,5 +1,5 @@
 //! `clpe test FILE...`: runs policy test files (SPEC §6) on the in-process engine with a
-//! virtual clock.
+//! virtual clock, or with `--daemon` through a fresh `clpe serve` per suite.
 
 use anyhow::Result;
 use clpe_core::EngineConfig;
@@ -12,6 +12,11 @@ pub struct Args {
     /// Test files (YAML, one suite per document).
     #[arg(required = true)]
     files: Vec<String>,
+    /// Run every suite through a fresh daemon (temporary data directory, ephemeral
+    /// port) over its HTTP API; suites with `advance` steps need the virtual clock and
+    /// run in-process (the output says so).
+    #[arg(long)]
+    daemon: bool,
 }
 
 pub fn run(args: Args) -> Result<Exit> {
@@ -57,9 +62,24 @@ pub fn run(args: Args) -> Result<Exit> {
         }
         for suite in &suites {
             let mut report = Report::default();
-            let config = EngineConfig { loader: crate::loader(), ..EngineConfig::default() };
-            let mut target = EngineTarget::new(suite.local_peer.as_deref(), config);
-            run_suite(suite, &mut target, &mut report);
+            let advances = suite.steps.iter().any(|s| matches!(s, Step::Advance(_)));
+            if args.daemon && !advances {
+                match crate::test_daemon::HttpTarget::start(suite.local_peer.as_deref()) {
+                    Ok(mut target) => run_suite(suite, &mut target, &mut report),
+                    Err(e) => {
+                        println!("{path}: suite `{}`: cannot start the daemon: {e:#}", suite.name);
+                        broken += 1;
+                        continue;
+                    }
+                }
+            } else {
+                if args.daemon {
+                    println!("{path}: suite `{}`: runs in-process (it advances the virtual clock)", suite.name);
+                }
+                let config = EngineConfig { loader: crate::loader(), ..EngineConfig::default() };
+                let mut target = EngineTarget::new(suite.local_peer.as_deref(), config);
+                run_suite(suite, &mut target, &mut report);
+            }
             for f in &report.failures {
                 let at = if f.step == 0 { "setup".to_owned() } else { format!("step {}", f.step) };
                 println!("{path}: suite `{}`: {at}: {}", f.suite, f.message);
