@@ -13,7 +13,7 @@ use rustc_hash::FxHashMap;
 
 use crate::agent::{Agent, Verdict};
 use crate::attrs::Attrs;
-use crate::context::{Context, Scope};
+use crate::context::{Context, Notes, Scope};
 use crate::document::{Action, Document, Kind, Spec, Workload};
 use crate::error::{AgentError, DocError};
 use crate::index::{MatchIndex, Rule};
@@ -22,12 +22,14 @@ use crate::snapshot::Docs;
 
 pub const DEFAULT_DENY: &str = "<default deny>";
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct AclRule {
     pub action: Action,
     /// `namespace/name`, or `/name` for privileged policies.
     pub matched_by: Arc<str>,
     pub privileged: bool,
+    /// `allowed by AccessPolicy ns/name` or `denied by ...`: made once, at apply time.
+    pub reason: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +72,7 @@ pub struct AclTables {
     /// Every policy, dry-run ones included; only built when there are dry-run policies.
     shadow: Option<Tables>,
     default_deny: Arc<str>,
+    default_reason: Arc<str>,
 }
 
 /// A policy being filed: its action, rule, payload and whether it is dry-run.
@@ -113,9 +116,11 @@ impl AclTables {
                 to: resolve(&spec.to, sets, doc, "spec.to")?,
             };
             let privileged_kind = doc.key.kind == Kind::PrivilegedAccessPolicy;
+            let matched_by: Arc<str> = doc.key.reference().into();
             let acl = AclRule {
                 action: spec.action,
-                matched_by: doc.key.reference().into(),
+                reason: rule_reason(spec.action, privileged_kind, &matched_by),
+                matched_by,
                 privileged: privileged_kind,
             };
             any_dry_run |= spec.dry_run;
@@ -134,14 +139,7 @@ impl AclTables {
             // Stable: name order is kept within each action.
             chosen.sort_by_key(|e| e.0 == Action::Allow);
             let rules = chosen.iter().map(|e| e.1.clone()).collect();
-            let acl = chosen
-                .iter()
-                .map(|e| AclRule {
-                    action: e.2.action,
-                    matched_by: e.2.matched_by.clone(),
-                    privileged: e.2.privileged,
-                })
-                .collect();
+            let acl = chosen.iter().map(|e| e.2.clone()).collect();
             AclIndex {
                 index: MatchIndex::build(rules),
                 rules: acl,
@@ -158,6 +156,7 @@ impl AclTables {
             enforced: tables(false),
             shadow: any_dry_run.then(|| tables(true)),
             default_deny: DEFAULT_DENY.into(),
+            default_reason: "denied: no access policy allows it (default deny)".into(),
         })
     }
 
@@ -165,7 +164,7 @@ impl AclTables {
     /// scope), reporting a dry-run deny to the context.
     pub fn check<'a>(
         &'a self,
-        cx: &mut Context<'_>,
+        notes: &mut Notes,
         namespace: &str,
         src: &Attrs<'_>,
         dst: &Attrs<'_>,
@@ -177,14 +176,12 @@ impl AclTables {
                 rule: shadow.evaluate(namespace, src, dst),
             };
             if decision.allowed() && !would.allowed() {
-                let policy = would
-                    .rule
-                    .map_or_else(|| self.default_deny.clone(), |r| r.matched_by.clone());
-                cx.would_deny(&policy);
+                let policy = would.rule.map_or(&self.default_deny, |r| &r.matched_by);
+                notes.would_deny(policy);
             }
         }
         if let Some(r) = rule {
-            cx.note_match(&r.matched_by);
+            notes.matched(&r.matched_by);
         }
         decision
     }
@@ -194,22 +191,46 @@ impl AclTables {
     }
 }
 
-fn kind_of(rule: &AclRule) -> &'static str {
-    if rule.privileged {
+fn kind_of(privileged: bool) -> &'static str {
+    if privileged {
         "PrivilegedAccessPolicy"
     } else {
         "AccessPolicy"
     }
 }
 
-fn describe(rule: Option<&AclRule>) -> String {
-    match rule {
-        Some(r) => format!("{} {}", kind_of(r), r.matched_by.trim_start_matches('/')),
-        None => "no access policy allows it (default deny)".to_owned(),
-    }
+/// The sentence a response gives for a rule's decision.
+pub fn rule_reason(action: Action, privileged: bool, matched_by: &str) -> Arc<str> {
+    let verb = match action {
+        Action::Allow => "allowed",
+        Action::Deny => "denied",
+    };
+    format!(
+        "{verb} by {} {}",
+        kind_of(privileged),
+        matched_by.trim_start_matches('/')
+    )
+    .into()
 }
 
 pub struct Acl;
+
+impl Acl {
+    /// A denial (or `None` when allowed) for one decision.
+    fn denial(acl: &AclTables, d: AccessDecision<'_>) -> Option<Verdict> {
+        match d.rule {
+            Some(r) if r.action == Action::Allow => None,
+            Some(r) => Some(Verdict::Deny {
+                reason: r.reason.clone(),
+                matched_by: Some(r.matched_by.clone()),
+            }),
+            None => Some(Verdict::Deny {
+                reason: acl.default_reason.clone(),
+                matched_by: Some(acl.default_deny.clone()),
+            }),
+        }
+    }
+}
 
 impl Agent for Acl {
     fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
@@ -218,33 +239,34 @@ impl Agent for Acl {
         match cx.scope {
             Scope::Ingress { export, namespace } => {
                 let dst = cx.dst_local(export);
-                let src = cx.src.clone();
-                let d = acl.check(cx, namespace, &src, &dst);
-                Ok(verdict(
-                    acl,
-                    d,
-                    &format!("connection to {}", export.reference),
-                ))
+                let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
+                if let Some(deny) = Self::denial(acl, d) {
+                    return Ok(deny);
+                }
+                if let Some(r) = d.rule {
+                    cx.allow_because(None, r.matched_by.clone(), r.reason.clone());
+                }
+                Ok(Verdict::Allow { matched_by: None })
             }
             Scope::Egress { import } => {
                 let namespace: &str = &import.namespace;
-                let src = cx.src.clone();
                 if let Some(target) = cx.target {
-                    let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &target));
-                    if !d.allowed() {
-                        return Ok(verdict(
-                            acl,
-                            d,
-                            &format!("connection to peer {}", target.name()),
-                        ));
+                    let dst = cx.dst_candidate(import, &target);
+                    let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
+                    if let Some(deny) = Self::denial(acl, d) {
+                        return Ok(deny);
                     }
                     if let Some(r) = d.rule {
-                        cx.allow(Some(target.name()), r.matched_by.clone());
+                        cx.allow_because(
+                            Some(target.name()),
+                            r.matched_by.clone(),
+                            r.reason.clone(),
+                        );
                     }
                     let fallbacks = cx.fallbacks.clone();
                     for f in fallbacks {
-                        let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &f));
-                        if !d.allowed() {
+                        let dst = cx.dst_candidate(import, &f);
+                        if !acl.check(&mut cx.notes, namespace, &cx.src, &dst).allowed() {
                             cx.remove_peer(f.name());
                         }
                     }
@@ -253,37 +275,40 @@ impl Agent for Acl {
                 let mut first_denial = None;
                 let candidates = cx.candidates.clone();
                 for c in candidates {
-                    let d = acl.check(cx, namespace, &src, &cx.dst_candidate(import, &c));
+                    let dst = cx.dst_candidate(import, &c);
+                    let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     match d.rule.filter(|_| d.allowed()) {
-                        Some(r) => cx.allow(Some(c.name()), r.matched_by.clone()),
+                        Some(r) => {
+                            cx.allow_because(Some(c.name()), r.matched_by.clone(), r.reason.clone())
+                        }
                         None => {
                             first_denial.get_or_insert((c.name().clone(), d));
                             cx.remove_peer(c.name());
                         }
                     }
                 }
-                if cx.candidates.is_empty() {
-                    let import_ref = import.key.reference();
-                    return Ok(match first_denial {
-                        Some((peer, d)) => Verdict::Deny {
-                            reason: format!(
-                                "no source of Import {import_ref} is allowed (peer {peer}: {})",
-                                describe(d.rule)
-                            ),
-                            matched_by: Some(d.rule.map_or_else(
-                                || acl.default_deny().clone(),
-                                |r| r.matched_by.clone(),
-                            )),
-                        },
-                        None => Verdict::Deny {
-                            reason: format!(
-                                "Import {import_ref} has no source peer in the inventory"
-                            ),
-                            matched_by: Some(acl.default_deny().clone()),
-                        },
-                    });
+                if !cx.candidates.is_empty() {
+                    return Ok(Verdict::Continue);
                 }
-                Ok(Verdict::Continue)
+                let import_ref = import.key.reference();
+                Ok(match first_denial {
+                    Some((peer, d)) => Verdict::Deny {
+                        reason: format!(
+                            "no source of Import {import_ref} is allowed (peer {peer}: {})",
+                            d.rule.map_or(&acl.default_reason, |r| &r.reason)
+                        )
+                        .into(),
+                        matched_by: Some(
+                            d.rule
+                                .map_or_else(|| acl.default_deny.clone(), |r| r.matched_by.clone()),
+                        ),
+                    },
+                    None => Verdict::Deny {
+                        reason: format!("Import {import_ref} has no source peer in the inventory")
+                            .into(),
+                        matched_by: Some(acl.default_deny.clone()),
+                    },
+                })
             }
             Scope::Expose { export, namespace } => {
                 let dst = cx.dst_local(export);
@@ -294,69 +319,53 @@ impl Agent for Acl {
                     }
                     let mut src = Attrs::new();
                     src.extend_owned(&peer.attrs);
-                    let d = acl.check(cx, namespace, &src, &dst);
+                    let d = acl.check(&mut cx.notes, namespace, &src, &dst);
                     if d.allowed() {
                         first.get_or_insert(d);
                         cx.target_peers.push(peer.name.clone());
                     }
                 }
                 Ok(match first.and_then(|d| d.rule) {
-                    Some(r) => Verdict::Allow {
-                        matched_by: Some(r.matched_by.clone()),
-                    },
+                    Some(r) => {
+                        cx.allow_because(None, r.matched_by.clone(), r.reason.clone());
+                        Verdict::Allow { matched_by: None }
+                    }
                     None => Verdict::Deny {
                         reason: format!(
                             "no peer may connect to {} (default deny)",
                             export.reference
-                        ),
-                        matched_by: Some(acl.default_deny().clone()),
+                        )
+                        .into(),
+                        matched_by: Some(acl.default_deny.clone()),
                     },
                 })
             }
             Scope::List { peer } => {
-                let src = cx.src.clone();
-                let mut first = None;
                 let mut services = Vec::new();
                 for (namespace, exports) in &snapshot.exports {
                     for export in exports.values() {
-                        let d = acl.check(cx, namespace, &src, &cx.dst_local(export));
+                        let dst = cx.dst_local(export);
+                        let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                         if d.allowed() {
                             services.push((export.reference.clone(), d));
                         }
                     }
                 }
                 services.sort_by(|a, b| a.0.cmp(&b.0));
-                if let Some((_, d)) = services.first() {
-                    first = d.rule;
-                }
+                let first = services.first().and_then(|(_, d)| d.rule);
                 cx.services = services.into_iter().map(|(s, _)| s).collect();
                 Ok(match first {
-                    Some(r) => Verdict::Allow {
-                        matched_by: Some(r.matched_by.clone()),
-                    },
+                    Some(r) => {
+                        cx.allow_because(None, r.matched_by.clone(), r.reason.clone());
+                        Verdict::Allow { matched_by: None }
+                    }
                     None => Verdict::Deny {
-                        reason: format!("peer {peer} may see no service (default deny)"),
-                        matched_by: Some(acl.default_deny().clone()),
+                        reason: format!("peer {peer} may see no service (default deny)").into(),
+                        matched_by: Some(acl.default_deny.clone()),
                     },
                 })
             }
             Scope::Closed => Ok(Verdict::Continue),
         }
-    }
-}
-
-fn verdict(acl: &AclTables, d: AccessDecision<'_>, what: &str) -> Verdict {
-    match d.rule {
-        Some(r) if r.action == Action::Allow => Verdict::Allow {
-            matched_by: Some(r.matched_by.clone()),
-        },
-        Some(r) => Verdict::Deny {
-            reason: format!("{what} denied by {}", describe(Some(r))),
-            matched_by: Some(r.matched_by.clone()),
-        },
-        None => Verdict::Deny {
-            reason: format!("{what} denied: {}", describe(None)),
-            matched_by: Some(acl.default_deny().clone()),
-        },
     }
 }

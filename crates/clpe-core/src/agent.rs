@@ -22,7 +22,7 @@ pub enum Verdict {
     Allow { matched_by: Option<Arc<str>> },
     /// The agent denies: the chain ends.
     Deny {
-        reason: String,
+        reason: Arc<str>,
         matched_by: Option<Arc<str>>,
     },
 }

@@ -91,7 +91,8 @@ fn deny(name: std::sync::Arc<str>, max: u64) -> Verdict {
         reason: format!(
             "connection limit ConnectionLimitPolicy {} reached ({max} open connections)",
             name.trim_start_matches('/')
-        ),
+        )
+        .into(),
         matched_by: Some(name),
     }
 }

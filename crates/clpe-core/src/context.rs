@@ -53,6 +53,8 @@ pub struct AllowMark {
     pub peer: Option<PeerName>,
     pub matched_by: Arc<str>,
     pub agent: Arc<str>,
+    /// The sentence for the response; made from the others when absent.
+    pub reason: Option<Arc<str>>,
 }
 
 pub struct Context<'s> {
@@ -84,11 +86,33 @@ pub struct Context<'s> {
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     pub closed: Option<crate::limits::Connection>,
     pub(crate) allows: SmallVec<[AllowMark; 2]>,
+    pub notes: Notes,
+}
+
+/// What agents note for the trace and the monitor: kept apart from the rest of the
+/// state so an agent can note while it reads the attributes.
+#[derive(Debug, Default)]
+pub struct Notes {
     pub(crate) current_agent: Arc<str>,
     /// Policies that matched in the current agent (trace only).
     pub(crate) matched: Vec<Arc<str>>,
     pub(crate) would_deny: Vec<(Arc<str>, Arc<str>)>,
     pub(crate) explain: bool,
+}
+
+impl Notes {
+    /// Notes a policy that matched, for the trace.
+    pub fn matched(&mut self, policy: &Arc<str>) {
+        if self.explain {
+            self.matched.push(policy.clone());
+        }
+    }
+
+    /// A dry-run policy would have denied.
+    pub fn would_deny(&mut self, policy: &Arc<str>) {
+        self.would_deny
+            .push((self.current_agent.clone(), policy.clone()));
+    }
 }
 
 impl<'s> Context<'s> {
@@ -165,28 +189,43 @@ impl<'s> Context<'s> {
 
     /// Records that the current agent allows `peer` (or the event, with `None`) by a policy.
     pub fn allow(&mut self, peer: Option<&PeerName>, matched_by: Arc<str>) {
+        let agent = self.notes.current_agent.clone();
         self.allows.push(AllowMark {
             peer: peer.cloned(),
             matched_by,
-            agent: self.current_agent.clone(),
+            agent,
+            reason: None,
+        });
+    }
+
+    /// Like [`Context::allow`], with the sentence the response gives as its reason.
+    pub fn allow_because(
+        &mut self,
+        peer: Option<&PeerName>,
+        matched_by: Arc<str>,
+        reason: Arc<str>,
+    ) {
+        let agent = self.notes.current_agent.clone();
+        self.allows.push(AllowMark {
+            peer: peer.cloned(),
+            matched_by,
+            agent,
+            reason: Some(reason),
         });
     }
 
     /// Notes a policy that matched, for the trace.
     pub fn note_match(&mut self, policy: &Arc<str>) {
-        if self.explain {
-            self.matched.push(policy.clone());
-        }
+        self.notes.matched(policy);
     }
 
     /// A dry-run policy would have denied.
     pub fn would_deny(&mut self, policy: &Arc<str>) {
-        self.would_deny
-            .push((self.current_agent.clone(), policy.clone()));
+        self.notes.would_deny(policy);
     }
 
     pub fn is_explaining(&self) -> bool {
-        self.explain
+        self.notes.explain
     }
 
     /// A pseudo-random number, reproducible for a given seed and sequence of decisions.

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
 use crate::agent::{Agent, AgentLoader, Outcome, Verdict};
-use crate::context::{Candidate, Context, Scope, source_attrs};
+use crate::context::{Candidate, Context, Notes, Scope, source_attrs};
 use crate::document::{DocKey, Document, FailureMode, parse_value};
 use crate::error::{ApplyError, EventError};
 use crate::event::{
@@ -107,7 +107,18 @@ pub fn default_subscriptions() -> Vec<Document> {
         .collect()
 }
 
+/// A deny: the reason, the policy that denied, the agent that denied (empty: none).
+type Denial = (Arc<str>, Option<Arc<str>>, Arc<str>);
+
+/// Sentences shared by many responses, made once.
+struct Texts {
+    empty: Arc<str>,
+    no_denial: Arc<str>,
+    acknowledged: Arc<str>,
+}
+
 pub struct Engine {
+    texts: Texts,
     snapshot: ArcSwap<Snapshot>,
     writer: Mutex<()>,
     runtime: Arc<Runtime>,
@@ -174,6 +185,11 @@ impl Engine {
         ];
         let empty = Snapshot::empty(&config.local_peer);
         Engine {
+            texts: Texts {
+                empty: "".into(),
+                no_denial: "allowed: no agent denied".into(),
+                acknowledged: "acknowledged".into(),
+            },
             snapshot: ArcSwap::from_pointee(empty),
             writer: Mutex::new(()),
             runtime,
@@ -390,10 +406,12 @@ impl Engine {
             },
             closed: None,
             allows: Default::default(),
-            current_agent: "".into(),
-            matched: Vec::new(),
-            would_deny: Vec::new(),
-            explain: opts.explain,
+            notes: Notes {
+                current_agent: self.texts.empty.clone(),
+                matched: Vec::new(),
+                would_deny: Vec::new(),
+                explain: opts.explain,
+            },
         };
         if let Scope::Egress { import } = scope {
             cx.candidates = import
@@ -413,12 +431,12 @@ impl Engine {
         let mut trace = opts.explain.then(Vec::new);
         let mut timings: smallvec::SmallVec<[(Arc<str>, u64); 6]> = smallvec::SmallVec::new();
         let mut failures: smallvec::SmallVec<[Arc<str>; 1]> = smallvec::SmallVec::new();
-        let mut denial: Option<(String, Option<Arc<str>>, Arc<str>)> = None;
+        let mut denial: Option<Denial> = None;
         // Per-agent latency is sampled (one decision in 8 per thread): two clock reads per
         // agent on every decision would cost more than some agents do.
         let ticker = self.config.ticker.as_deref().filter(|_| sample_agents());
         for link in chain {
-            cx.current_agent = link.agent_name.clone();
+            cx.notes.current_agent = link.agent_name.clone();
             let saw = trace.as_ref().map(|_| cx.view());
             let t0 = ticker.map(|t| t());
             let result = link.agent.decide(&mut cx);
@@ -426,40 +444,48 @@ impl Engine {
                 timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
             }
             let (outcome, detail) = match result {
-                Ok(Verdict::Continue) => ("continue", String::new()),
+                Ok(Verdict::Continue) => ("continue", None),
                 Ok(Verdict::Allow { matched_by }) => {
                     cx.decision = Some(Decision::Allow);
                     if let Some(m) = matched_by {
                         cx.allow(None, m);
                     }
-                    ("allow", String::new())
+                    ("allow", None)
                 }
                 Ok(Verdict::Deny { reason, matched_by }) => {
                     cx.decision = Some(Decision::Deny);
                     denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
-                    ("deny", reason)
+                    ("deny", Some(reason))
                 }
                 Err(e) => {
                     failures.push(link.agent_name.clone());
                     match link.failure_mode {
                         FailureMode::Closed => {
-                            let reason = format!(
+                            let reason: Arc<str> = format!(
                                 "agent {} failed: {e} (failure mode closed)",
                                 link.agent_name
-                            );
+                            )
+                            .into();
                             cx.decision = Some(Decision::Deny);
                             denial = Some((reason.clone(), None, link.agent_name.clone()));
-                            ("failed", reason)
+                            ("failed", Some(reason))
                         }
                         FailureMode::Open => (
                             "skipped",
-                            format!("agent {} failed: {e} (failure mode open)", link.agent_name),
+                            Some(
+                                format!(
+                                    "agent {} failed: {e} (failure mode open)",
+                                    link.agent_name
+                                )
+                                .into(),
+                            ),
                         ),
                     }
                 }
             };
             if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
                 let would_deny = cx
+                    .notes
                     .would_deny
                     .iter()
                     .filter(|(a, _)| *a == link.agent_name)
@@ -472,9 +498,9 @@ impl Engine {
                     outcome: outcome.to_owned(),
                     saw,
                     left: cx.view(),
-                    matched: std::mem::take(&mut cx.matched),
+                    matched: std::mem::take(&mut cx.notes.matched),
                     would_deny,
-                    detail,
+                    detail: detail.map(|d| d.to_string()).unwrap_or_default(),
                 });
             }
             if denial.is_some() {
@@ -486,14 +512,11 @@ impl Engine {
             && let Scope::Egress { import } = scope
             && !cx.ensure_target()
         {
-            denial = Some((
-                format!(
-                    "no candidate peer left for Import {}",
-                    import.key.reference()
-                ),
-                None,
-                "".into(),
-            ));
+            let reason = format!(
+                "no candidate peer left for Import {}",
+                import.key.reference()
+            );
+            denial = Some((reason.into(), None, self.texts.empty.clone()));
         }
         let mut response = self.respond(&mut cx, denial, opts);
         response.trace = trace;
@@ -516,11 +539,12 @@ impl Engine {
     fn respond(
         &self,
         cx: &mut Context<'_>,
-        denial: Option<(String, Option<Arc<str>>, Arc<str>)>,
+        denial: Option<Denial>,
         opts: DecideOptions,
     ) -> Response {
         let event_type = cx.event.event_type();
         let would_deny = cx
+            .notes
             .would_deny
             .iter()
             .map(|(a, p)| WouldDeny {
@@ -538,7 +562,7 @@ impl Engine {
             connection_id: None,
             matched_by: None,
             decided_by: None,
-            reason: String::new(),
+            reason: self.texts.empty.clone(),
             would_deny,
             annotations: std::mem::take(&mut cx.annotations),
             trace: None,
@@ -569,13 +593,16 @@ impl Engine {
                 .or_else(|| cx.allows.iter().find(|m| m.peer.is_none())),
             None => cx.allows.iter().find(|m| m.peer.is_none()),
         };
-        if let Some(m) = mark {
-            r.matched_by = Some(m.matched_by.clone());
-            r.decided_by = Some(m.agent.clone());
-        }
-        r.reason = match &r.matched_by {
-            Some(m) => format!("allowed by {m} ({})", r.decided_by.as_deref().unwrap_or("")),
-            None => "allowed: no agent denied".to_owned(),
+        r.reason = match mark {
+            Some(m) => {
+                r.matched_by = Some(m.matched_by.clone());
+                r.decided_by = Some(m.agent.clone());
+                match &m.reason {
+                    Some(reason) => reason.clone(),
+                    None => format!("allowed by {} ({})", m.matched_by, m.agent).into(),
+                }
+            }
+            None => self.texts.no_denial.clone(),
         };
         match cx.event {
             Event::NewConnection(e) => {
@@ -616,7 +643,7 @@ impl Engine {
                 services.dedup();
                 r.services = Some(services);
             }
-            Event::ConnectionClosed(_) => r.reason = "acknowledged".to_owned(),
+            Event::ConnectionClosed(_) => r.reason = self.texts.acknowledged.clone(),
         }
         r
     }
@@ -718,6 +745,7 @@ fn resolve<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Result<Scope<'s>, St
 }
 
 fn unresolved(event: &Event, reason: String) -> Response {
+    let reason: Arc<str> = reason.into();
     let mut r = Response {
         decision: Decision::Deny,
         target_peer: None,

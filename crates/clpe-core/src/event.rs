@@ -238,7 +238,7 @@ pub struct Response {
     pub matched_by: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<Arc<str>>,
-    pub reason: String,
+    pub reason: Arc<str>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub would_deny: Vec<WouldDeny>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -77,7 +77,8 @@ impl Agent for LoadBalancer {
                 reason: format!(
                     "every candidate of Import {} weighs 0",
                     import.key.reference()
-                ),
+                )
+                .into(),
                 matched_by: choice.policy.map(|p| p.matched_by.clone()),
             });
         };
@@ -99,7 +100,8 @@ fn no_candidate(import: &ImportEntry) -> Verdict {
         reason: format!(
             "no candidate peer left for Import {}",
             import.key.reference()
-        ),
+        )
+        .into(),
         matched_by: None,
     }
 }

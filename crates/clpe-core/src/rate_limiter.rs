@@ -176,7 +176,7 @@ impl Agent for RateLimiter {
                         p.name.trim_start_matches('/'),
                         p.spec.connections_per_second,
                         p.spec.burst
-                    ),
+                    ).into(),
                     matched_by: Some(p.name.clone()),
                 });
             }

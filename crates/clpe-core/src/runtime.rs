@@ -69,6 +69,25 @@ impl Runtime {
     /// A fresh connection id, unique for this engine's seed.
     pub fn connection_id(&self) -> Arc<str> {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        format!("clpe-{:08x}-{n}", (mix64(self.seed) >> 32) as u32).into()
+        // `clpe-<8 hex digits of the seed>-<n>`, without the formatting machinery: this
+        // runs on every admitted connection that came without an id.
+        let mut id = String::with_capacity(36);
+        id.push_str("clpe-");
+        let tag = (mix64(self.seed) >> 32) as u32;
+        for shift in (0..8).rev() {
+            id.push(char::from_digit((tag >> (4 * shift)) & 0xf, 16).unwrap_or('0'));
+        }
+        id.push('-');
+        let mut digits: smallvec::SmallVec<[char; 20]> = smallvec::SmallVec::new();
+        let mut v = n;
+        loop {
+            digits.push(char::from_digit((v % 10) as u32, 10).unwrap_or('0'));
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        id.extend(digits.iter().rev());
+        Arc::from(id)
     }
 }
