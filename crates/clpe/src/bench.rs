@@ -27,9 +27,12 @@ pub struct Args {
     /// Threads deciding on the same engine (events are dealt out round-robin).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Print one JSON object.
+        /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Print the monitor's Prometheus metrics after the run.
+    #[arg(long)]
+    metrics: bool,
 }
 
 #[derive(Serialize)]
@@ -93,13 +96,15 @@ pub fn run(args: Args) -> Result<Exit> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    let events_text = std::fs::read_to_string(&args.events).with_context(|| format!("reading {}", args.events))?;
+    let events_text = std::fs::read_to_string(&args.events)
+        .with_context(|| format!("reading {}", args.events))?;
     let mut events = Vec::new();
     for (i, line) in events_text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let event = Event::from_json(line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", args.events, i + 1))?;
+        let event = Event::from_json(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", args.events, i + 1))?;
         events.push(event);
     }
     let expected: Option<Vec<String>> = match &args.expected {
@@ -167,7 +172,11 @@ pub fn run(args: Args) -> Result<Exit> {
     all.sort_by_key(|(i, _, _)| *i);
     let mut lat: Vec<u64> = all.iter().map(|(_, ns, _)| *ns).collect();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let mut mismatches = 0;
     let mut shown = 0;
@@ -180,7 +189,12 @@ pub fn run(args: Args) -> Result<Exit> {
                 mismatches += 1;
                 if shown < 5 {
                     shown += 1;
-                    eprintln!("event {}: expected {want}, got {} ({})", i + 1, r.decision.as_str(), r.reason);
+                    eprintln!(
+                        "event {}: expected {want}, got {} ({})",
+                        i + 1,
+                        r.decision.as_str(),
+                        r.reason
+                    );
                 }
             }
         }
@@ -194,7 +208,12 @@ pub fn run(args: Args) -> Result<Exit> {
     let report = Report {
         events: all.len(),
         decisions_per_second: all.len() as f64 / wall.max(1e-9),
-        latency_ns: Latency { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), max: lat.last().copied().unwrap_or(0) },
+        latency_ns: Latency {
+            p50: pct(0.5),
+            p90: pct(0.9),
+            p99: pct(0.99),
+            max: lat.last().copied().unwrap_or(0),
+        },
         apply_ms,
         memory_bytes,
         peak_memory_bytes: proc_status("VmHWM:"),
@@ -210,14 +229,27 @@ pub fn run(args: Args) -> Result<Exit> {
         println!("decisions/s     {:.0}", report.decisions_per_second);
         println!(
             "latency (ns)    p50 {}  p90 {}  p99 {}  max {}",
-            report.latency_ns.p50, report.latency_ns.p90, report.latency_ns.p99, report.latency_ns.max
+            report.latency_ns.p50,
+            report.latency_ns.p90,
+            report.latency_ns.p99,
+            report.latency_ns.max
         );
-        println!("apply           {:.1} ms ({n_docs} documents), +{:.1} MiB resident", apply_ms, memory_bytes as f64 / 1048576.0);
-        println!("peak memory     {:.1} MiB", report.peak_memory_bytes as f64 / 1048576.0);
+        println!(
+            "apply           {:.1} ms ({n_docs} documents), +{:.1} MiB resident",
+            apply_ms,
+            memory_bytes as f64 / 1048576.0
+        );
+        println!(
+            "peak memory     {:.1} MiB",
+            report.peak_memory_bytes as f64 / 1048576.0
+        );
         println!("digest          {}", report.digest);
         if expected.is_some() {
             println!("mismatches      {}", report.mismatches);
         }
+    }
+        if args.metrics {
+        print!("{}", engine.metrics());
     }
     Ok(if report.mismatches == 0 { Exit::Ok } else { Exit::Failed })
 }
