@@ -27,7 +27,7 @@ pub struct Args {
     /// Threads deciding on the same engine (events are dealt out round-robin).
     #[arg(long, default_value_t = 1)]
     threads: usize,
-        /// Print one JSON object.
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
     /// Print the monitor's Prometheus metrics after the run.
@@ -199,11 +199,11 @@ pub fn run(args: Args) -> Result<Exit> {
             }
         }
     }
-    if let Some(exp) = &expected {
-        if exp.len() != events.len() {
-            eprintln!("{} expected lines for {} events", exp.len(), events.len());
-            mismatches += exp.len().abs_diff(events.len());
-        }
+    if let Some(exp) = &expected
+        && exp.len() != events.len()
+    {
+        eprintln!("{} expected lines for {} events", exp.len(), events.len());
+        mismatches += exp.len().abs_diff(events.len());
     }
     let report = Report {
         events: all.len(),
@@ -248,8 +248,12 @@ pub fn run(args: Args) -> Result<Exit> {
             println!("mismatches      {}", report.mismatches);
         }
     }
-        if args.metrics {
+    if args.metrics {
         print!("{}", engine.metrics());
     }
-    Ok(if report.mismatches == 0 { Exit::Ok } else { Exit::Failed })
+    Ok(if report.mismatches == 0 {
+        Exit::Ok
+    } else {
+        Exit::Failed
+    })
 }

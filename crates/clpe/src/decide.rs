@@ -43,8 +43,12 @@ pub fn run(args: Args) -> Result<Exit> {
 
 fn online(args: &Args) -> Result<Exit> {
     let text = read_event(&args.event)?;
-    let path = format!("/v1/decide?explain={}&dryRun={}", args.explain, args.dry_run);
-    let reply = Client::new(&args.server).post(&path, "application/json", text.as_bytes(), false)?;
+    let path = format!(
+        "/v1/decide?explain={}&dryRun={}",
+        args.explain, args.dry_run
+    );
+    let reply =
+        Client::new(&args.server).post(&path, "application/json", text.as_bytes(), false)?;
     if !reply.is_success() {
         eprintln!("{}", reply.error_line());
         return Ok(Exit::Failed);
@@ -79,7 +83,10 @@ fn offline(args: &Args, policies: &str) -> Result<Exit> {
             return Ok(Exit::Failed);
         }
     };
-    let opts = DecideOptions { explain: args.explain, dry_run: args.dry_run };
+    let opts = DecideOptions {
+        explain: args.explain,
+        dry_run: args.dry_run,
+    };
     let response = match engine.decide(&event, Time::ZERO, opts) {
         Ok(r) => r,
         Err(e) => {

@@ -12,7 +12,9 @@ use serde_json::Value;
 pub fn read_inputs(path: &str) -> Result<Vec<(PathBuf, String)>> {
     if path == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
         return Ok(vec![(PathBuf::from("-"), text)]);
     }
     let p = Path::new(path);
@@ -20,13 +22,19 @@ pub fn read_inputs(path: &str) -> Result<Vec<(PathBuf, String)>> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(p)
             .with_context(|| format!("reading directory {path}"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+            .filter(|f| {
+                matches!(
+                    f.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+            })
             .collect();
         files.sort();
         return files
             .into_iter()
             .map(|f| {
-                let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?;
                 Ok((f, text))
             })
             .collect();
@@ -40,7 +48,9 @@ pub fn base_dir(file: &Path) -> PathBuf {
     if file == Path::new("-") {
         return PathBuf::from(".");
     }
-    file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    file.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Inlines `spec.moduleFile` of WasmAgent documents as `spec.module` (base64), reading
@@ -48,15 +58,18 @@ pub fn base_dir(file: &Path) -> PathBuf {
 pub fn resolve_module_files(value: &mut Value, base: &Path) -> Result<()> {
     match value {
         Value::Object(map) => {
-            if map.get("kind").and_then(Value::as_str) == Some("WasmAgent") {
-                if let Some(Value::Object(spec)) = map.get_mut("spec") {
-                    if let Some(Value::String(file)) = spec.get("moduleFile").cloned() {
-                        let path = base.join(&file);
-                        let bytes = std::fs::read(&path).with_context(|| format!("reading moduleFile {}", path.display()))?;
-                        spec.remove("moduleFile");
-                        spec.insert("module".into(), Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)));
-                    }
-                }
+            if map.get("kind").and_then(Value::as_str) == Some("WasmAgent")
+                && let Some(Value::Object(spec)) = map.get_mut("spec")
+                && let Some(Value::String(file)) = spec.get("moduleFile").cloned()
+            {
+                let path = base.join(&file);
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("reading moduleFile {}", path.display()))?;
+                spec.remove("moduleFile");
+                spec.insert(
+                    "module".into(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                );
             }
             for v in map.values_mut() {
                 resolve_module_files(v, base)?;

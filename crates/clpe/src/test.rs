@@ -67,21 +67,34 @@ pub fn run(args: Args) -> Result<Exit> {
                 match crate::test_daemon::HttpTarget::start(suite.local_peer.as_deref()) {
                     Ok(mut target) => run_suite(suite, &mut target, &mut report),
                     Err(e) => {
-                        println!("{path}: suite `{}`: cannot start the daemon: {e:#}", suite.name);
+                        println!(
+                            "{path}: suite `{}`: cannot start the daemon: {e:#}",
+                            suite.name
+                        );
                         broken += 1;
                         continue;
                     }
                 }
             } else {
                 if args.daemon {
-                    println!("{path}: suite `{}`: runs in-process (it advances the virtual clock)", suite.name);
+                    println!(
+                        "{path}: suite `{}`: runs in-process (it advances the virtual clock)",
+                        suite.name
+                    );
                 }
-                let config = EngineConfig { loader: crate::loader(), ..EngineConfig::default() };
+                let config = EngineConfig {
+                    loader: crate::loader(),
+                    ..EngineConfig::default()
+                };
                 let mut target = EngineTarget::new(suite.local_peer.as_deref(), config);
                 run_suite(suite, &mut target, &mut report);
             }
             for f in &report.failures {
-                let at = if f.step == 0 { "setup".to_owned() } else { format!("step {}", f.step) };
+                let at = if f.step == 0 {
+                    "setup".to_owned()
+                } else {
+                    format!("step {}", f.step)
+                };
                 println!("{path}: suite `{}`: {at}: {}", f.suite, f.message);
             }
             total.passed += report.passed;

@@ -22,7 +22,10 @@ pub fn run(args: Args) -> Result<Exit> {
         }
     };
     let n = docs.len();
-    let engine = Engine::new(EngineConfig { loader: crate::loader(), ..EngineConfig::default() });
+    let engine = Engine::new(EngineConfig {
+        loader: crate::loader(),
+        ..EngineConfig::default()
+    });
     match engine.apply(docs) {
         Ok(_) => {
             println!("{n} documents valid");
