@@ -1,5 +1,11 @@
 //! Flat attribute maps: what selectors match against (SPEC §2, "Attributes").
+//!
+//! Every pair carries the hash the match index files it under, computed once: at apply
+//! time for the inventory's pairs, once per decision for the event's.
 
+use std::hash::{BuildHasher, Hasher};
+
+use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
 /// Well-known attribute keys (ClusterLink v0.4's names).
@@ -12,9 +18,44 @@ pub mod keys {
     pub const EXPORT_LABELS: &str = "export.clusterlink.net/labels.";
 }
 
-/// An owned list of attribute pairs, precomputed at apply time for an inventory item
-/// (a peer's name and labels, an export's name, namespace and labels).
-pub type OwnedAttrs = Box<[(Box<str>, Box<str>)]>;
+/// The hash of a `key=value` pair, as the match index files it.
+pub fn pair_hash(key: &str, value: &str) -> u64 {
+    let mut h = FxBuildHasher.build_hasher();
+    h.write(key.as_bytes());
+    h.write_u8(0xff);
+    h.write(value.as_bytes());
+    h.finish()
+}
+
+/// An owned attribute pair with its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pair {
+    pub key: Box<str>,
+    pub value: Box<str>,
+    pub hash: u64,
+}
+
+impl Pair {
+    pub fn new(key: &str, value: &str) -> Pair {
+        Pair {
+            key: key.into(),
+            value: value.into(),
+            hash: pair_hash(key, value),
+        }
+    }
+}
+
+/// The attribute pairs of an inventory item (a peer's name and labels, an export's name,
+/// namespace and labels), precomputed at apply time.
+pub type OwnedAttrs = Box<[Pair]>;
+
+/// A borrowed attribute pair with its hash.
+#[derive(Clone, Copy, Debug)]
+pub struct PairRef<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub hash: u64,
+}
 
 /// A borrowed attribute map, built per decision without allocating.
 ///
@@ -23,7 +64,7 @@ pub type OwnedAttrs = Box<[(Box<str>, Box<str>)]>;
 /// `src_attributes`, so an event cannot override them.
 #[derive(Clone, Debug, Default)]
 pub struct Attrs<'a> {
-    pairs: SmallVec<[(&'a str, &'a str); 16]>,
+    pairs: SmallVec<[PairRef<'a>; 12]>,
 }
 
 impl<'a> Attrs<'a> {
@@ -32,20 +73,28 @@ impl<'a> Attrs<'a> {
     }
 
     pub fn push(&mut self, key: &'a str, value: &'a str) {
-        self.pairs.push((key, value));
+        self.pairs.push(PairRef {
+            key,
+            value,
+            hash: pair_hash(key, value),
+        });
     }
 
-    pub fn extend_owned(&mut self, owned: &'a [(Box<str>, Box<str>)]) {
-        self.pairs.extend(owned.iter().map(|(k, v)| (&**k, &**v)));
+    pub fn extend_owned(&mut self, owned: &'a [Pair]) {
+        self.pairs.extend(owned.iter().map(|p| PairRef {
+            key: &p.key,
+            value: &p.value,
+            hash: p.hash,
+        }));
     }
 
     /// The value of `key`: the first pair with that key.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        self.pairs.iter().find(|p| p.key == key).map(|p| p.value)
     }
 
     /// Every pair, shadowed ones included (callers that probe indexes re-check with `get`).
-    pub fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+    pub fn pairs(&self) -> impl Iterator<Item = PairRef<'a>> + '_ {
         self.pairs.iter().copied()
     }
 
@@ -56,9 +105,9 @@ impl<'a> Attrs<'a> {
     /// The effective map (shadowed pairs dropped), sorted by key: for traces and WASM guests.
     pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
         let mut map = std::collections::BTreeMap::new();
-        for (k, v) in &self.pairs {
-            map.entry((*k).to_owned())
-                .or_insert_with(|| (*v).to_owned());
+        for p in &self.pairs {
+            map.entry(p.key.to_owned())
+                .or_insert_with(|| p.value.to_owned());
         }
         map
     }
@@ -70,12 +119,9 @@ pub fn owned_with_labels<'l>(
     label_prefix: &str,
     labels: impl IntoIterator<Item = (&'l String, &'l String)>,
 ) -> OwnedAttrs {
-    let mut out: Vec<(Box<str>, Box<str>)> = fixed
-        .iter()
-        .map(|(k, v)| (Box::from(*k), Box::from(*v)))
-        .collect();
+    let mut out: Vec<Pair> = fixed.iter().map(|(k, v)| Pair::new(k, v)).collect();
     for (k, v) in labels {
-        out.push((format!("{label_prefix}{k}").into(), v.as_str().into()));
+        out.push(Pair::new(&format!("{label_prefix}{k}"), v));
     }
     out.into_boxed_slice()
 }

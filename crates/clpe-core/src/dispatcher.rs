@@ -356,7 +356,14 @@ impl Engine {
         opts: DecideOptions,
     ) -> Result<Response, EventError> {
         event.check()?;
-        let start = self.config.ticker.as_ref().map(|t| t());
+        // Latency is sampled: one decision in 8 per thread is timed, chain and agents. Timing
+        // every decision would cost more clock reads than some agents cost.
+        let start = self
+            .config
+            .ticker
+            .as_deref()
+            .filter(|_| sample())
+            .map(|t| t());
         let snapshot = self.snapshot.load();
         Ok(self.run(&snapshot, event, now, opts, start))
     }
@@ -432,9 +439,7 @@ impl Engine {
         let mut timings: smallvec::SmallVec<[(Arc<str>, u64); 6]> = smallvec::SmallVec::new();
         let mut failures: smallvec::SmallVec<[Arc<str>; 1]> = smallvec::SmallVec::new();
         let mut denial: Option<Denial> = None;
-        // Per-agent latency is sampled (one decision in 8 per thread): two clock reads per
-        // agent on every decision would cost more than some agents do.
-        let ticker = self.config.ticker.as_deref().filter(|_| sample_agents());
+        let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
         for link in chain {
             cx.notes.current_agent = link.agent_name.clone();
             let saw = trace.as_ref().map(|_| cx.view());
@@ -686,7 +691,7 @@ impl Engine {
     }
 }
 
-fn sample_agents() -> bool {
+fn sample() -> bool {
     thread_local! {
         static N: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
     }

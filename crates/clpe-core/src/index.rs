@@ -7,13 +7,11 @@
 //! pairs it actually has, and evaluates only the rules found there, plus the few rules
 //! that require nothing indexable (`{}` on both sides, only `NotIn`/`Exists`).
 
-use std::hash::{BuildHasher, Hasher};
-
 use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::attrs::Attrs;
+use crate::attrs::{Attrs, pair_hash};
 use crate::selector::{Op, Selector};
 
 /// A source side and a destination side, each matching when any of its selectors does.
@@ -29,77 +27,47 @@ impl Rule {
     }
 }
 
-struct Posting {
-    key: Box<str>,
-    value: Box<str>,
-    /// Ascending.
-    ids: Box<[u32]>,
-}
-
+/// Rule ids filed under a 64-bit hash of the pairs they require.
+///
+/// INVARIANT: postings only nominate candidates; every candidate is verified by
+/// [`Rule::matches`] before it counts. So a posting is keyed by the hash alone (no
+/// strings to chase through memory), and two pairs whose hashes collide simply share a
+/// list: the extra candidates fail verification.
 #[derive(Default)]
 struct Postings {
-    table: HashTable<Posting>,
-}
-
-fn pair_hash(key: &str, value: &str) -> u64 {
-    let mut h = FxBuildHasher.build_hasher();
-    h.write(key.as_bytes());
-    h.write_u8(0xff);
-    h.write(value.as_bytes());
-    h.finish()
+    table: HashTable<(u64, Box<[u32]>)>,
 }
 
 impl Postings {
-    fn build(mut lists: FxHashMap<(&str, &str), Vec<u32>>) -> Postings {
+    fn build(lists: FxHashMap<u64, Vec<u32>>) -> Postings {
         let mut table = HashTable::with_capacity(lists.len());
-        for ((key, value), mut ids) in lists.drain() {
+        for (hash, mut ids) in lists {
             ids.sort_unstable();
             ids.dedup();
-            let posting = Posting {
-                key: key.into(),
-                value: value.into(),
-                ids: ids.into(),
-            };
-            table.insert_unique(pair_hash(key, value), posting, |p| {
-                pair_hash(&p.key, &p.value)
-            });
+            table.insert_unique(hash, (hash, ids.into_boxed_slice()), |e| e.0);
         }
         Postings { table }
     }
 
     #[inline]
-    fn get(&self, key: &str, value: &str) -> Option<&[u32]> {
+    fn get(&self, hash: u64) -> Option<&[u32]> {
         if self.table.is_empty() {
             return None;
         }
-        self.table
-            .find(pair_hash(key, value), |p| {
-                &*p.key == key && &*p.value == value
-            })
-            .map(|p| &*p.ids)
+        self.table.find(hash, |e| e.0 == hash).map(|e| &*e.1)
     }
 }
 
-struct PairPosting {
-    from: (Box<str>, Box<str>),
-    to: (Box<str>, Box<str>),
-    ids: Box<[u32]>,
-}
-
-fn quad_hash(from: (&str, &str), to: (&str, &str)) -> u64 {
-    let mut h = FxBuildHasher.build_hasher();
-    for part in [from.0, from.1, to.0, to.1] {
-        h.write(part.as_bytes());
-        h.write_u8(0xff);
-    }
-    h.finish()
+/// The hash of a (source pair, destination pair): a mix of the two pair hashes.
+fn quad_hash(from: u64, to: u64) -> u64 {
+    crate::runtime::mix64(from ^ to.rotate_left(23))
 }
 
 /// Rules anchored on both sides at once: filed under a (source pair, destination pair),
 /// so a decision finds only the rules whose two anchors it holds.
 #[derive(Default)]
 struct PairPostings {
-    table: HashTable<PairPosting>,
+    table: Postings,
     /// The keys used as anchors on each side: only attributes with these keys are probed.
     from_keys: Box<[Box<str>]>,
     to_keys: Box<[Box<str>]>,
@@ -108,30 +76,22 @@ struct PairPostings {
 type PairLists<'a> = FxHashMap<((&'a str, &'a str), (&'a str, &'a str)), Vec<u32>>;
 
 impl PairPostings {
-    fn build(mut lists: PairLists<'_>) -> PairPostings {
-        let mut table = HashTable::with_capacity(lists.len());
+    fn build(lists: PairLists<'_>) -> PairPostings {
         let mut from_keys: Vec<Box<str>> = Vec::new();
         let mut to_keys: Vec<Box<str>> = Vec::new();
-        for ((from, to), mut ids) in lists.drain() {
-            ids.sort_unstable();
-            ids.dedup();
+        let mut hashed: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        for ((from, to), ids) in lists {
             if !from_keys.iter().any(|k| **k == *from.0) {
                 from_keys.push(from.0.into());
             }
             if !to_keys.iter().any(|k| **k == *to.0) {
                 to_keys.push(to.0.into());
             }
-            let posting = PairPosting {
-                from: (from.0.into(), from.1.into()),
-                to: (to.0.into(), to.1.into()),
-                ids: ids.into(),
-            };
-            table.insert_unique(quad_hash(from, to), posting, |p| {
-                quad_hash((&p.from.0, &p.from.1), (&p.to.0, &p.to.1))
-            });
+            let hash = quad_hash(pair_hash(from.0, from.1), pair_hash(to.0, to.1));
+            hashed.entry(hash).or_default().extend(ids);
         }
         PairPostings {
-            table,
+            table: Postings::build(hashed),
             from_keys: from_keys.into(),
             to_keys: to_keys.into(),
         }
@@ -139,23 +99,21 @@ impl PairPostings {
 
     /// Calls `f` with the ids of every posting the two attribute maps hold.
     #[inline]
-    fn probe(&self, src: &Attrs<'_>, dst: &Attrs<'_>, mut f: impl FnMut(&[u32])) {
-        if self.table.is_empty() {
+    fn probe(&self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found_ids: impl FnMut(&[u32])) {
+        if self.table.table.is_empty() {
             return;
         }
-        for (fk, fv) in src.pairs() {
-            if !self.from_keys.iter().any(|k| **k == *fk) {
+        for f in src.pairs() {
+            if !self.from_keys.iter().any(|k| **k == *f.key) {
                 continue;
             }
-            for (tk, tv) in dst.pairs() {
-                if !self.to_keys.iter().any(|k| **k == *tk) {
+            for t in dst.pairs() {
+                if !self.to_keys.iter().any(|k| **k == *t.key) {
                     continue;
                 }
-                let found = self.table.find(quad_hash((fk, fv), (tk, tv)), |p| {
-                    *p.from.0 == *fk && *p.from.1 == *fv && *p.to.0 == *tk && *p.to.1 == *tv
-                });
-                if let Some(p) = found {
-                    f(&p.ids);
+                let found = self.table.get(quad_hash(f.hash, t.hash));
+                if let Some(ids) = found {
+                    found_ids(ids);
                 }
             }
         }
@@ -250,8 +208,8 @@ impl MatchIndex {
             count(&r.from, &mut from_freq);
             count(&r.to, &mut to_freq);
         }
-        let mut from_lists: FxHashMap<(&str, &str), Vec<u32>> = FxHashMap::default();
-        let mut to_lists: FxHashMap<(&str, &str), Vec<u32>> = FxHashMap::default();
+        let mut from_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        let mut to_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let mut pair_lists: PairLists<'_> = FxHashMap::default();
         let mut scan = Vec::new();
         for (id, r) in rules.iter().enumerate() {
@@ -283,8 +241,8 @@ impl MatchIndex {
                     continue;
                 }
             };
-            for pair in pairs {
-                lists.entry(pair).or_default().push(id);
+            for (k, v) in pairs {
+                lists.entry(pair_hash(k, v)).or_default().push(id);
             }
         }
         let from = Postings::build(from_lists);
@@ -331,13 +289,13 @@ impl MatchIndex {
             }
         };
         try_ids(&self.scan, &mut best);
-        for (k, v) in src.pairs() {
-            if let Some(ids) = self.from.get(k, v) {
+        for pair in src.pairs() {
+            if let Some(ids) = self.from.get(pair.hash) {
                 try_ids(ids, &mut best);
             }
         }
-        for (k, v) in dst.pairs() {
-            if let Some(ids) = self.to.get(k, v) {
+        for pair in dst.pairs() {
+            if let Some(ids) = self.to.get(pair.hash) {
                 try_ids(ids, &mut best);
             }
         }
@@ -352,13 +310,13 @@ impl MatchIndex {
             return;
         }
         out.extend_from_slice(&self.scan);
-        for (k, v) in src.pairs() {
-            if let Some(ids) = self.from.get(k, v) {
+        for pair in src.pairs() {
+            if let Some(ids) = self.from.get(pair.hash) {
                 out.extend_from_slice(ids);
             }
         }
-        for (k, v) in dst.pairs() {
-            if let Some(ids) = self.to.get(k, v) {
+        for pair in dst.pairs() {
+            if let Some(ids) = self.to.get(pair.hash) {
                 out.extend_from_slice(ids);
             }
         }

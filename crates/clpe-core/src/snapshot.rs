@@ -184,7 +184,7 @@ impl Snapshot {
     }
 
     /// The local peer's attributes (name, and labels when the inventory has it).
-    pub fn local_attrs(&self) -> &[(Box<str>, Box<str>)] {
+    pub fn local_attrs(&self) -> &[crate::attrs::Pair] {
         match &self.local {
             Some(p) => &p.attrs,
             None => &self.local_attrs,
