@@ -80,10 +80,10 @@ type Entry = (Action, Rule, AclRule, bool);
 
 type Resolve = fn(
     &[Workload],
-    &FxHashMap<&str, &[Selector]>,
+    &FxHashMap<&str, &[Arc<Selector>]>,
     &Document,
     &str,
-) -> Result<Box<[Selector]>, DocError>;
+) -> Result<Box<[Arc<Selector>]>, DocError>;
 
 /// An access decision: the rule that decided, or `None` for the default deny.
 #[derive(Clone, Copy, Debug)]
@@ -100,7 +100,7 @@ impl AccessDecision<'_> {
 impl AclTables {
     pub fn build(
         docs: &Docs,
-        sets: &FxHashMap<&str, &[Selector]>,
+        sets: &FxHashMap<&str, &[Arc<Selector>]>,
         resolve: Resolve,
     ) -> Result<AclTables, DocError> {
         // (bucket order, rule): deny before allow; docs iterate in name order.

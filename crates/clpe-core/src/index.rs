@@ -12,13 +12,15 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::attrs::{Attrs, pair_hash};
+use std::sync::Arc;
+
 use crate::selector::{Op, Selector};
 
 /// A source side and a destination side, each matching when any of its selectors does.
 #[derive(Clone, Debug)]
 pub struct Rule {
-    pub from: Box<[Selector]>,
-    pub to: Box<[Selector]>,
+    pub from: Box<[Arc<Selector>]>,
+    pub to: Box<[Arc<Selector>]>,
 }
 
 impl Rule {
@@ -173,7 +175,7 @@ fn anchors<'a>(sel: &'a Selector, freq: &FxHashMap<(&str, &str), u32>) -> Option
 
 /// The anchors of a whole side: one set per selector, or `None` if some selector has none.
 fn side_anchors<'a>(
-    side: &'a [Selector],
+    side: &'a [Arc<Selector>],
     freq: &FxHashMap<(&str, &str), u32>,
 ) -> Option<(u64, Vec<(&'a str, &'a str)>)> {
     let mut cost = 0;
@@ -186,7 +188,7 @@ fn side_anchors<'a>(
     Some((cost, pairs))
 }
 
-fn count<'a>(side: &'a [Selector], freq: &mut FxHashMap<(&'a str, &'a str), u32>) {
+fn count<'a>(side: &'a [Arc<Selector>], freq: &mut FxHashMap<(&'a str, &'a str), u32>) {
     for sel in side {
         for (k, v) in sel.labels.iter() {
             *freq.entry((k, v)).or_default() += 1;

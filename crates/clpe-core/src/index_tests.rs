@@ -9,6 +9,7 @@ use super::*;
 use crate::selector::{Expression, LabelSelector};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 fn sel(labels: &[(&str, &str)], exprs: Vec<Expression>) -> Selector {
     let raw = LabelSelector {
@@ -50,8 +51,8 @@ fn rule() -> impl Strategy<Value = Rule> {
         prop::collection::vec(raw_selector(), 1..3),
     )
         .prop_map(|(from, to)| Rule {
-            from: from.into(),
-            to: to.into(),
+            from: from.into_iter().map(Arc::new).collect(),
+            to: to.into_iter().map(Arc::new).collect(),
         })
 }
 
@@ -88,8 +89,8 @@ proptest! {
 #[test]
 fn rules_requiring_nothing_are_scanned() {
     let everything = Rule {
-        from: vec![Selector::everything()].into(),
-        to: vec![Selector::everything()].into(),
+        from: vec![Arc::new(Selector::everything())].into(),
+        to: vec![Arc::new(Selector::everything())].into(),
     };
     let index = MatchIndex::build(vec![everything]);
     assert_eq!(index.first_match(&Attrs::new(), &Attrs::new()), Some(0));

@@ -215,10 +215,10 @@ pub fn peer_attrs(name: &str, labels: &BTreeMap<String, String>) -> OwnedAttrs {
 /// Resolves `from`/`to` items into selectors (WorkloadSets expanded).
 fn selectors(
     items: &[Workload],
-    sets: &FxHashMap<&str, &[Selector]>,
+    sets: &FxHashMap<&str, &[Arc<Selector>]>,
     doc: &Document,
     field: &str,
-) -> Result<Box<[Selector]>, DocError> {
+) -> Result<Box<[Arc<Selector>]>, DocError> {
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         match item {
@@ -246,7 +246,7 @@ pub fn build(
     env: &BuildEnv<'_>,
 ) -> Result<Snapshot, BuildError> {
     let invalid = BuildError::Invalid;
-    let mut sets: FxHashMap<&str, &[Selector]> = FxHashMap::default();
+    let mut sets: FxHashMap<&str, &[Arc<Selector>]> = FxHashMap::default();
     for doc in docs.values() {
         if let Spec::WorkloadSet(s) = &doc.spec {
             sets.insert(&doc.key.name, &s.selectors);
@@ -350,7 +350,7 @@ pub fn build(
                 .unwrap_or_default();
             lb_rules.push(Rule {
                 from,
-                to: Box::new([Selector::everything()]),
+                to: Box::new([Arc::new(Selector::everything())]),
             });
             lb_policies.push(LbEntry {
                 matched_by,

@@ -137,7 +137,11 @@ fn prometheus_text_parses_and_counts_agree() {
         .find(|s| s.metric == "clpe_decision_duration_seconds")
         .unwrap();
     match &chain.value {
-        prometheus_parse::Value::Histogram(h) => assert_eq!(h.last().unwrap().count, 9.0),
+        prometheus_parse::Value::Histogram(h) => {
+            // Latency is sampled (one decision in 8 per thread): 9 decisions here, at least one timed.
+            let timed = h.last().unwrap().count;
+            assert!((1.0..=9.0).contains(&timed), "{timed} timed decisions")
+        }
         other => panic!("not a histogram: {other:?}"),
     }
     assert_eq!(engine.monitor().decisions(100).len(), 9);

@@ -99,7 +99,10 @@ pub fn values(file: &Path, text: &str) -> Result<Vec<Value>, String> {
 pub fn load_documents(path: &str) -> Result<Result<Vec<clpe_core::Document>, String>> {
     let mut docs = Vec::new();
     for (file, text) in read_inputs(path)? {
-        let parsed = values(&file, &text).and_then(|v| clpe_core::scenario::documents(&v));
+        let base = base_dir(&file);
+        let parsed = clpe_core::document::parse_documents_with(&text, |v| {
+            resolve_module_files(v, &base).map_err(|e| format!("{e:#}"))
+        });
         match parsed {
             Ok(d) => docs.extend(d),
             Err(e) => return Ok(Err(format!("{}: {e}", file.display()))),

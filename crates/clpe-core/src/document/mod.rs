@@ -7,7 +7,9 @@
 mod parse;
 mod spec;
 
-pub use parse::{MAX_INPUT_BYTES, parse_documents, parse_value, parse_values, yaml_options};
+pub use parse::{
+    MAX_INPUT_BYTES, parse_documents, parse_documents_with, parse_value, parse_values, yaml_options,
+};
 pub use spec::*;
 
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::spec::{check_name, parse_spec};
+use super::spec::{SpecSource, check_name, parse_spec};
 use super::{API_VERSION, DocKey, Document, Kind};
 use crate::error::{ApplyError, DocError};
 use crate::selector::{check_key, check_value, clip};
@@ -18,11 +18,36 @@ const MAX_DEPTH: usize = 64;
 /// Parses every document of `text`: YAML (one or many, `---`) or JSON (an object or an
 /// array). All or nothing: any invalid document fails the whole call, naming each one.
 pub fn parse_documents(text: &str) -> Result<Vec<Document>, ApplyError> {
-    let values = parse_values(text)?;
-    let mut docs = Vec::with_capacity(values.len());
+    parse_documents_with(text, |_| Ok(()))
+}
+
+/// Like [`parse_documents`], letting `prepare` rewrite each document tree first (the CLI
+/// inlines `moduleFile` this way). JSON documents that need no preparation (no
+/// `moduleFile`) take a fast path that builds no tree at all.
+pub fn parse_documents_with(
+    text: &str,
+    mut prepare: impl FnMut(&mut Value) -> Result<(), String>,
+) -> Result<Vec<Document>, ApplyError> {
+    let items = items(text)?;
+    let mut docs = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    for (i, value) in values.into_iter().enumerate() {
-        match parse_value(value, i + 1) {
+    for (i, item) in items.into_iter().enumerate() {
+        let index = i + 1;
+        let result = match item {
+            Item::Json(body) if !body.contains("moduleFile") => match fast_document(body, index) {
+                Some(doc) => Ok(doc),
+                None => slow_json(body, index, &mut prepare),
+            },
+            Item::Json(body) => slow_json(body, index, &mut prepare),
+            Item::Tree(mut value) => prepare(&mut value)
+                .map_err(|m| DocError {
+                    document: format!("document #{index}"),
+                    field: String::new(),
+                    message: m,
+                })
+                .and_then(|()| parse_value(value, index)),
+        };
+        match result {
             Ok(doc) => docs.push(doc),
             Err(e) => errors.push(e),
         }
@@ -34,8 +59,61 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, ApplyError> {
     }
 }
 
+fn slow_json(
+    body: &str,
+    index: usize,
+    prepare: &mut impl FnMut(&mut Value) -> Result<(), String>,
+) -> Result<Document, DocError> {
+    let anonymous = || format!("document #{index}");
+    let mut value: Value = serde_json::from_str(body).map_err(|e| DocError {
+        document: anonymous(),
+        field: String::new(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    if depth(&value) > MAX_DEPTH {
+        return Err(DocError {
+            document: anonymous(),
+            field: String::new(),
+            message: format!("nested deeper than {MAX_DEPTH} levels"),
+        });
+    }
+    prepare(&mut value).map_err(|m| DocError {
+        document: anonymous(),
+        field: String::new(),
+        message: m,
+    })?;
+    parse_value(value, index)
+}
+
+/// One document of the input, not yet parsed (JSON text) or parsed into a tree (YAML).
+enum Item<'a> {
+    Json(&'a str),
+    Tree(Value),
+}
+
 /// Splits the text into document trees without looking at their contents.
 pub fn parse_values(text: &str) -> Result<Vec<Value>, ApplyError> {
+    items(text)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Item::Tree(v) => Ok(v),
+            Item::Json(body) => match serde_json::from_str::<Value>(body) {
+                Ok(v) if depth(&v) <= MAX_DEPTH => Ok(v),
+                Ok(_) => Err(ApplyError::Malformed(format!(
+                    "document #{}: nested deeper than {MAX_DEPTH} levels",
+                    i + 1
+                ))),
+                Err(e) => Err(ApplyError::Malformed(format!(
+                    "document #{}: not valid JSON: {e}",
+                    i + 1
+                ))),
+            },
+        })
+        .collect()
+}
+
+fn items(text: &str) -> Result<Vec<Item<'_>>, ApplyError> {
     if text.len() > MAX_INPUT_BYTES {
         return Err(ApplyError::Malformed(format!(
             "input is {} bytes, more than the {MAX_INPUT_BYTES} accepted",
@@ -45,7 +123,15 @@ pub fn parse_values(text: &str) -> Result<Vec<Value>, ApplyError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
         return match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(items)) => Ok(items),
+            Ok(Value::Array(values)) => {
+                if let Some(i) = values.iter().position(|v| depth(v) > MAX_DEPTH) {
+                    return Err(ApplyError::Malformed(format!(
+                        "document #{}: nested deeper than {MAX_DEPTH} levels",
+                        i + 1
+                    )));
+                }
+                Ok(values.into_iter().map(Item::Tree).collect())
+            }
             Ok(_) => Err(ApplyError::Malformed(
                 "expected a JSON array of documents".into(),
             )),
@@ -58,11 +144,10 @@ pub fn parse_values(text: &str) -> Result<Vec<Value>, ApplyError> {
         if body.is_empty() {
             continue;
         }
-        // JSON in a YAML stream (one document per `---`) parses much faster as JSON.
-        if body.starts_with('{')
-            && let Ok(value) = serde_json::from_str::<Value>(body)
-        {
-            out.push(value);
+        // JSON in a YAML stream (one document per `---`) parses much faster as JSON; a
+        // chunk that is not valid JSON (YAML flow style, say) is read as YAML.
+        if body.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() {
+            out.push(Item::Json(body));
             continue;
         }
         let value: Value =
@@ -73,19 +158,103 @@ pub fn parse_values(text: &str) -> Result<Vec<Value>, ApplyError> {
                     clip_lines(&e.to_string())
                 ))
             })?;
-        if !value.is_null() {
-            out.push(value);
-        }
-    }
-    for (i, v) in out.iter().enumerate() {
-        if depth(v) > MAX_DEPTH {
+        if depth(&value) > MAX_DEPTH {
             return Err(ApplyError::Malformed(format!(
                 "document #{}: nested deeper than {MAX_DEPTH} levels",
-                i + 1
+                index + 1
             )));
+        }
+        if !value.is_null() {
+            out.push(Item::Tree(value));
         }
     }
     Ok(out)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastEnvelope<'a> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<String>,
+    kind: String,
+    metadata: FastMeta,
+    #[serde(borrow, default)]
+    spec: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastMeta {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "annotations")]
+    _annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The fast path for one JSON document: typed envelope, the spec converted straight from
+/// its text. `None` when anything is off: the tree path then reports it precisely (and
+/// decides exactly as it always would).
+fn fast_document(body: &str, index: usize) -> Option<Document> {
+    let env: FastEnvelope<'_> = serde_json::from_str(body).ok()?;
+    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == env.kind)?;
+    if env.api_version.as_deref().is_some_and(|v| v != API_VERSION) {
+        return None;
+    }
+    let meta = env.metadata;
+    check_name(&meta.name, 253).ok()?;
+    if let Some(ns) = &meta.namespace {
+        if !kind.is_namespaced() || check_name(ns, 63).is_err() {
+            return None;
+        }
+    }
+    let labels = meta.labels.unwrap_or_default();
+    if labels
+        .iter()
+        .any(|(k, v)| check_key(k).is_err() || check_value(v).is_err())
+    {
+        return None;
+    }
+    let key = DocKey::new(kind, meta.namespace.as_deref(), &meta.name);
+    let spec_text = env.spec.map(|r| r.get());
+    let spec = parse_spec(kind, SpecSource::Json(spec_text)).ok()?;
+    let _ = index;
+    let raw = canonical_text(&key, &labels, spec_text.filter(|t| t.trim() != "null"));
+    Some(Document {
+        key,
+        labels,
+        spec,
+        raw,
+    })
+}
+
+/// The canonical JSON of a document whose spec is already JSON text.
+fn canonical_text(key: &DocKey, labels: &BTreeMap<String, String>, spec: Option<&str>) -> Arc<str> {
+    let mut meta = Map::new();
+    meta.insert("name".into(), Value::String(key.name.to_string()));
+    if key.kind.is_namespaced() {
+        meta.insert("namespace".into(), Value::String(key.namespace.to_string()));
+    }
+    if !labels.is_empty() {
+        let l = labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        meta.insert("labels".into(), Value::Object(l));
+    }
+    let mut out = format!(
+        "{{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"{}\",\"metadata\":{}",
+        key.kind.as_str(),
+        Value::Object(meta)
+    );
+    if let Some(spec) = spec {
+        out.push_str(",\"spec\":");
+        out.push_str(spec.trim());
+    }
+    out.push('}');
+    out.into()
 }
 
 /// YAML 1.2 as the SPEC says: only `true` and `false` (any case) are booleans.
@@ -253,7 +422,8 @@ pub fn parse_value(value: Value, index: usize) -> Result<Document, DocError> {
         ));
     }
     let spec_json = spec.clone();
-    let parsed = parse_spec(kind, spec).map_err(|e| err(&doc_name, &e.field, e.message))?;
+    let parsed = parse_spec(kind, SpecSource::Tree(spec))
+        .map_err(|e| err(&doc_name, &e.field, e.message))?;
     let raw = canonical(&key, &labels, spec_json);
     Ok(Document {
         key,

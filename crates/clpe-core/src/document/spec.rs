@@ -38,7 +38,7 @@ pub enum Action {
 /// One `from` / `to` item: a selector, or references to cluster-wide `WorkloadSet`s.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Workload {
-    Selector(Selector),
+    Selector(Arc<Selector>),
     Sets(Box<[Arc<str>]>),
 }
 
@@ -52,7 +52,7 @@ pub struct AccessSpec {
 
 #[derive(Clone, Debug)]
 pub struct WorkloadSetSpec {
-    pub selectors: Box<[Selector]>,
+    pub selectors: Box<[Arc<Selector>]>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -289,33 +289,54 @@ struct RawWasmAgent {
 }
 
 /// Deserialises `spec` into `T`, reporting the field path of a type or shape error.
-fn from_spec<T: serde::de::DeserializeOwned>(spec: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(spec).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." {
-            "spec".to_owned()
-        } else {
-            format!("spec.{path}")
-        };
-        FieldError::new(&field, e.into_inner().to_string())
-    })
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FieldError {
+    let path = e.path().to_string();
+    let field = if path == "." {
+        "spec".to_owned()
+    } else {
+        format!("spec.{path}")
+    };
+    FieldError::new(&field, e.into_inner().to_string())
+}
+
+/// A `spec` to convert: a parsed tree (YAML, or JSON that took the slow path), or the
+/// raw JSON text of a document that took the fast path (no tree built at all).
+pub(super) enum SpecSource<'a> {
+    Tree(Value),
+    Json(Option<&'a str>),
+}
+
+impl SpecSource<'_> {
+    fn is_null(&self) -> bool {
+        match self {
+            SpecSource::Tree(v) => v.is_null(),
+            SpecSource::Json(text) => text.is_none_or(|t| t.trim() == "null"),
+        }
+    }
+
+    /// Deserialises into `T`, reporting the field path of a type or shape error; an
+    /// absent spec reads as `{}`.
+    fn de<T: serde::de::DeserializeOwned>(self) -> Result<T, FieldError> {
+        match self {
+            SpecSource::Tree(Value::Null) => SpecSource::Json(None).de(),
+            SpecSource::Tree(v) => serde_path_to_error::deserialize(v).map_err(path_error),
+            SpecSource::Json(text) => {
+                let text = text.filter(|t| t.trim() != "null").unwrap_or("{}");
+                let mut de = serde_json::Deserializer::from_str(text);
+                serde_path_to_error::deserialize(&mut de).map_err(path_error)
+            }
+        }
+    }
 }
 
 /// Converts a kind's `spec` (absent is `null`) into its domain form.
-pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
-    let optional = |spec: Value| {
-        if spec.is_null() {
-            Value::Object(Default::default())
-        } else {
-            spec
-        }
-    };
+pub(super) fn parse_spec(kind: Kind, spec: SpecSource<'_>) -> Result<Spec, FieldError> {
     if spec.is_null() && !matches!(kind, Kind::Peer | Kind::Export) {
         return Err(FieldError::new("spec", format!("a {kind} needs a `spec`")));
     }
     Ok(match kind {
         Kind::AccessPolicy | Kind::PrivilegedAccessPolicy => {
-            let raw: RawAccess = from_spec(spec)?;
+            let raw: RawAccess = spec.de()?;
             Spec::Access(Arc::new(AccessSpec {
                 action: raw.action,
                 from: workloads(&raw.from, "spec.from")?,
@@ -324,7 +345,7 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
             }))
         }
         Kind::WorkloadSet => {
-            let raw: RawWorkloadSet = from_spec(spec)?;
+            let raw: RawWorkloadSet = spec.de()?;
             if raw.workload_selectors.is_empty() {
                 return Err(FieldError::new(
                     "spec.workloadSelectors",
@@ -335,22 +356,24 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
                 .workload_selectors
                 .iter()
                 .enumerate()
-                .map(|(i, s)| Selector::compile(s, &format!("spec.workloadSelectors[{i}]")))
+                .map(|(i, s)| {
+                    Selector::compile(s, &format!("spec.workloadSelectors[{i}]")).map(Arc::new)
+                })
                 .collect::<Result<_, _>>()?;
             Spec::WorkloadSet(Arc::new(WorkloadSetSpec { selectors }))
         }
         Kind::Peer => {
-            let raw: RawPeer = from_spec(optional(spec))?;
+            let raw: RawPeer = spec.de()?;
             Spec::Peer(PeerSpec {
                 reachable: raw.reachable.unwrap_or(true),
             })
         }
         Kind::Export => {
-            let _: RawExport = from_spec(optional(spec))?;
+            let _: RawExport = spec.de()?;
             Spec::Export
         }
         Kind::Import => {
-            let raw: RawImport = from_spec(spec)?;
+            let raw: RawImport = spec.de()?;
             let mut sources = Vec::with_capacity(raw.sources.len());
             for (i, s) in raw.sources.iter().enumerate() {
                 let at = format!("spec.sources[{i}]");
@@ -379,9 +402,9 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
                 lb_scheme: raw.lb_scheme.unwrap_or(Scheme::RoundRobin),
             }))
         }
-        Kind::LoadBalancingPolicy => Spec::LoadBalancing(Arc::new(lb_spec(from_spec(spec)?)?)),
+        Kind::LoadBalancingPolicy => Spec::LoadBalancing(Arc::new(lb_spec(spec.de()?)?)),
         Kind::Subscription => {
-            let raw: RawSubscription = from_spec(spec)?;
+            let raw: RawSubscription = spec.de()?;
             check_name(&raw.agent, 253).map_err(|m| FieldError::new("spec.agent", m))?;
             Spec::Subscription(SubscriptionSpec {
                 event: raw.event,
@@ -391,7 +414,7 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
             })
         }
         Kind::ConnectionLimitPolicy => {
-            let raw: RawConnectionLimit = from_spec(spec)?;
+            let raw: RawConnectionLimit = spec.de()?;
             let lease_nanos = match raw.lease_seconds {
                 None => None,
                 Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some((s * 1e9) as u64),
@@ -413,7 +436,7 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
             }))
         }
         Kind::RateLimitPolicy => {
-            let raw: RawRateLimit = from_spec(spec)?;
+            let raw: RawRateLimit = spec.de()?;
             let rate = raw.connections_per_second;
             if !(rate.is_finite() && rate > 0.0 && rate <= 1e12) {
                 return Err(FieldError::new(
@@ -443,7 +466,7 @@ pub(super) fn parse_spec(kind: Kind, spec: Value) -> Result<Spec, FieldError> {
             }))
         }
         Kind::WasmAgent => {
-            let raw: RawWasmAgent = from_spec(spec)?;
+            let raw: RawWasmAgent = spec.de()?;
             let module = match (raw.module, raw.module_file) {
                 (Some(b64), None) => base64::engine::general_purpose::STANDARD
                     .decode(b64.trim())
@@ -499,7 +522,7 @@ fn lb_spec(raw: RawLb) -> Result<LbSpec, FieldError> {
     check_name(&raw.import, 253).map_err(|m| FieldError::new("spec.import", m))?;
     let from = match &raw.from {
         Some(items) => workloads(items, "spec.from")?,
-        None => Box::new([Workload::Selector(Selector::everything())]),
+        None => Box::new([Workload::Selector(Arc::new(Selector::everything()))]),
     };
     let only = |present: bool, field: &str, scheme: Scheme| -> Result<(), FieldError> {
         if present && raw.scheme != scheme {
@@ -576,10 +599,10 @@ fn workloads(items: &[RawWorkload], path: &str) -> Result<Box<[Workload]>, Field
         .map(|(i, item)| {
             let at = format!("{path}[{i}]");
             match (&item.workload_selector, &item.workload_sets) {
-                (Some(sel), None) => Ok(Workload::Selector(Selector::compile(
+                (Some(sel), None) => Ok(Workload::Selector(Arc::new(Selector::compile(
                     sel,
                     &format!("{at}.workloadSelector"),
-                )?)),
+                )?))),
                 (None, Some(sets)) => {
                     if sets.is_empty() {
                         return Err(FieldError::new(
