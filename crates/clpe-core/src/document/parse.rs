@@ -205,10 +205,10 @@ fn fast_document(body: &str, index: usize) -> Option<Document> {
     }
     let meta = env.metadata;
     check_name(&meta.name, 253).ok()?;
-    if let Some(ns) = &meta.namespace {
-        if !kind.is_namespaced() || check_name(ns, 63).is_err() {
-            return None;
-        }
+    if let Some(ns) = &meta.namespace
+        && (!kind.is_namespaced() || check_name(ns, 63).is_err())
+    {
+        return None;
     }
     let labels = meta.labels.unwrap_or_default();
     if labels
