@@ -86,21 +86,23 @@ pub struct Context<'s> {
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     pub closed: Option<crate::limits::Connection>,
     pub(crate) allows: SmallVec<[AllowMark; 2]>,
-    pub notes: Notes,
+    pub notes: Notes<'s>,
 }
 
 /// What agents note for the trace and the monitor: kept apart from the rest of the
 /// state so an agent can note while it reads the attributes.
-#[derive(Debug, Default)]
-pub struct Notes {
-    pub(crate) current_agent: Arc<str>,
+#[derive(Debug)]
+pub struct Notes<'s> {
+    /// The running agent's name, borrowed from the snapshot's chain: no reference
+    /// counting per agent run.
+    pub(crate) current_agent: &'s Arc<str>,
     /// Policies that matched in the current agent (trace only).
     pub(crate) matched: Vec<Arc<str>>,
     pub(crate) would_deny: Vec<(Arc<str>, Arc<str>)>,
     pub(crate) explain: bool,
 }
 
-impl Notes {
+impl Notes<'_> {
     /// Notes a policy that matched, for the trace.
     pub fn matched(&mut self, policy: &Arc<str>) {
         if self.explain {

@@ -414,7 +414,7 @@ impl Engine {
             closed: None,
             allows: Default::default(),
             notes: Notes {
-                current_agent: self.texts.empty.clone(),
+                current_agent: &self.texts.empty,
                 matched: Vec::new(),
                 would_deny: Vec::new(),
                 explain: opts.explain,
@@ -441,7 +441,7 @@ impl Engine {
         let mut denial: Option<Denial> = None;
         let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
         for link in chain {
-            cx.notes.current_agent = link.agent_name.clone();
+            cx.notes.current_agent = &link.agent_name;
             let saw = trace.as_ref().map(|_| cx.view());
             let t0 = ticker.map(|t| t());
             let result = link.agent.decide(&mut cx);
@@ -590,22 +590,26 @@ impl Engine {
             return r; // the reserved slots drop with the context: nothing leaks
         }
         let target = cx.target.map(|t| t.name().clone());
-        let mark = match &target {
+        let position = match &target {
             Some(t) => cx
                 .allows
                 .iter()
-                .find(|m| m.peer.as_ref() == Some(t))
-                .or_else(|| cx.allows.iter().find(|m| m.peer.is_none())),
-            None => cx.allows.iter().find(|m| m.peer.is_none()),
+                .position(|m| m.peer.as_ref() == Some(t))
+                .or_else(|| cx.allows.iter().position(|m| m.peer.is_none())),
+            None => cx.allows.iter().position(|m| m.peer.is_none()),
         };
+        // Moved, not cloned: the names are shared with the snapshot, and every clone is
+        // an atomic on a line other threads use too.
+        let mark = position.map(|i| cx.allows.swap_remove(i));
         r.reason = match mark {
             Some(m) => {
-                r.matched_by = Some(m.matched_by.clone());
-                r.decided_by = Some(m.agent.clone());
-                match &m.reason {
-                    Some(reason) => reason.clone(),
+                let reason = match m.reason {
+                    Some(reason) => reason,
                     None => format!("allowed by {} ({})", m.matched_by, m.agent).into(),
-                }
+                };
+                r.matched_by = Some(m.matched_by);
+                r.decided_by = Some(m.agent);
+                reason
             }
             None => self.texts.no_denial.clone(),
         };

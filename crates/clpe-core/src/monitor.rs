@@ -76,41 +76,28 @@ impl Histogram {
     }
 }
 
-/// An `Arc<str>` compared and hashed by address: the snapshot's policy names and the
-/// agents' names are shared, so counting needs no string hashing. Equal strings from
-/// different snapshots are merged when rendering.
-#[derive(Clone, Debug)]
-struct ById(Option<Arc<str>>);
-
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
-        }
-    }
-}
-impl Eq for ById {}
-impl std::hash::Hash for ById {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_usize(
-            self.0
-                .as_ref()
-                .map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize),
-        );
-    }
+/// The address of a shared name (a policy's `matched_by`, an agent's name): counting by
+/// address needs no string hashing and no reference-count traffic on the hot path.
+/// INVARIANT: the map keeps the `Arc` of every address it holds, so an address cannot be
+/// reused for another string while it is a key. Equal strings at different addresses
+/// (from two snapshots) are merged when rendering.
+fn addr(name: &Option<Arc<str>>) -> usize {
+    name.as_ref()
+        .map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize)
 }
 
 /// Bytes sent, bytes received, connections closed.
 type Bytes = (u64, u64, u64);
 
-type DecisionKey = (EventType, Decision, ById, ById);
+type DecisionKey = (EventType, Decision, usize, usize);
+
+/// A count, and the names its key's addresses point at.
+type Named = (u64, Option<Arc<str>>, Option<Arc<str>>);
 
 #[derive(Default)]
 struct Shard {
     events: [u64; 4],
-    decisions: FxHashMap<DecisionKey, u64>,
+    decisions: FxHashMap<DecisionKey, Named>,
     chain: Histogram,
     agents: FxHashMap<Arc<str>, Histogram>,
     failures: FxHashMap<Arc<str>, u64>,
@@ -131,9 +118,9 @@ pub struct LogEntry {
 
 pub struct Monitor {
     shards: Box<[Mutex<Shard>]>,
-    log: Mutex<VecDeque<LogEntry>>,
+    /// Per shard: the most recent decisions of the threads that use it, and a sequence.
+    logs: Box<[Mutex<(VecDeque<LogEntry>, u64)>]>,
     log_capacity: usize,
-    log_seq: AtomicU64,
     log_dropped: AtomicU64,
 }
 
@@ -157,9 +144,10 @@ impl Monitor {
     pub fn new(log_capacity: usize) -> Monitor {
         Monitor {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            log: Mutex::new(VecDeque::with_capacity(log_capacity.min(1 << 16))),
+            logs: (0..SHARDS)
+                .map(|_| Mutex::new((VecDeque::new(), 0)))
+                .collect(),
             log_capacity,
-            log_seq: AtomicU64::new(0),
             log_dropped: AtomicU64::new(0),
         }
     }
@@ -173,14 +161,14 @@ impl Monitor {
             if let Some(c) = s.events.get_mut(et.index()) {
                 *c += 1;
             }
-            *s.decisions
-                .entry((
-                    et,
-                    r.decision,
-                    ById(r.decided_by.clone()),
-                    ById(r.matched_by.clone()),
-                ))
-                .or_default() += 1;
+            let key = (et, r.decision, addr(&r.decided_by), addr(&r.matched_by));
+            match s.decisions.get_mut(&key) {
+                Some(n) => n.0 += 1,
+                None => {
+                    s.decisions
+                        .insert(key, (1, r.decided_by.clone(), r.matched_by.clone()));
+                }
+            }
             if let Some(n) = outcome.chain_nanos {
                 s.chain.record(n);
             }
@@ -215,8 +203,11 @@ impl Monitor {
             }
         }
         if self.log_capacity > 0 {
-            match self.log.try_lock() {
-                Some(mut log) => {
+            // A reader copying the log holds it briefly: rather than wait, drop and count.
+            match self.logs.get(my_shard()).and_then(|l| l.try_lock()) {
+                Some(mut guard) => {
+                    let (log, seq) = &mut *guard;
+                    *seq += 1;
                     if log.len() >= self.log_capacity {
                         log.pop_front();
                     }
@@ -236,7 +227,7 @@ impl Monitor {
                         trace: None,
                     };
                     log.push_back(LogEntry {
-                        seq: self.log_seq.fetch_add(1, Ordering::Relaxed),
+                        seq: *seq,
                         time: now.0,
                         event: outcome.event.clone(),
                         response,
@@ -249,11 +240,24 @@ impl Monitor {
         }
     }
 
-    /// The most recent decisions, oldest first (at most `limit`).
+    /// The most recent decisions, oldest first (at most `limit`, and at most the log's
+    /// capacity). Threads log apart; entries are merged by time (then per-thread order).
     pub fn decisions(&self, limit: usize) -> Vec<LogEntry> {
-        let log = self.log.lock();
-        let skip = log.len().saturating_sub(limit);
-        log.iter().skip(skip).cloned().collect()
+        let mut all: Vec<LogEntry> = Vec::new();
+        for log in self.logs.iter() {
+            all.extend(log.lock().0.iter().cloned());
+        }
+        all.sort_by_key(|e| (e.time, e.seq));
+        let skip = all.len().saturating_sub(limit.min(self.log_capacity));
+        all.split_off(skip)
+    }
+
+    fn log_len(&self) -> usize {
+        self.logs
+            .iter()
+            .map(|l| l.lock().0.len())
+            .sum::<usize>()
+            .min(self.log_capacity)
     }
 
     pub fn log_dropped(&self) -> u64 {
@@ -268,7 +272,10 @@ impl Monitor {
                 *a += b;
             }
             for (k, v) in &s.decisions {
-                *all.decisions.entry(k.clone()).or_default() += v;
+                all.decisions
+                    .entry(*k)
+                    .or_insert_with(|| (0, v.1.clone(), v.2.clone()))
+                    .0 += v.0;
             }
             all.chain.merge(&s.chain);
             for (k, h) in &s.agents {
@@ -314,8 +321,9 @@ impl Monitor {
             (EventType, &'static str, String, String),
             (Decision, u64),
         > = std::collections::BTreeMap::new();
-        for (k, n) in &m.decisions {
-            decisions.entry(key_text(k)).or_insert((k.1, 0)).1 += n;
+        for (k, (n, agent, policy)) in &m.decisions {
+            let text = (k.0, k.1.as_str(), name(agent), name(policy));
+            decisions.entry(text).or_insert((k.1, 0)).1 += n;
         }
         for ((et, _, agent, policy), (d, n)) in decisions {
             let _ = writeln!(
@@ -439,18 +447,13 @@ impl Monitor {
             "gauge",
             "Entries held in the decision log.",
         );
-        let _ = writeln!(out, "clpe_decision_log_entries {}", self.log.lock().len());
+        let _ = writeln!(out, "clpe_decision_log_entries {}", self.log_len());
         out
     }
 }
 
-fn key_text(k: &DecisionKey) -> (EventType, &'static str, String, String) {
-    (
-        k.0,
-        k.1.as_str(),
-        k.2.0.as_deref().unwrap_or("").to_owned(),
-        k.3.0.as_deref().unwrap_or("").to_owned(),
-    )
+fn name(n: &Option<Arc<str>>) -> String {
+    n.as_deref().unwrap_or("").to_owned()
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
