@@ -86,6 +86,9 @@ fn addr(name: &Option<Arc<str>>) -> usize {
         .map_or(0, |a| Arc::as_ptr(a) as *const u8 as usize)
 }
 
+/// One shard's decision log and its sequence number.
+type Log = (VecDeque<LogEntry>, u64);
+
 /// Bytes sent, bytes received, connections closed.
 type Bytes = (u64, u64, u64);
 
@@ -119,7 +122,7 @@ pub struct LogEntry {
 pub struct Monitor {
     shards: Box<[Mutex<Shard>]>,
     /// Per shard: the most recent decisions of the threads that use it, and a sequence.
-    logs: Box<[Mutex<(VecDeque<LogEntry>, u64)>]>,
+    logs: Box<[Mutex<Log>]>,
     log_capacity: usize,
     log_dropped: AtomicU64,
 }
