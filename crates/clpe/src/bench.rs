@@ -30,6 +30,13 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// While deciding, apply one small batch after another on another thread (a policy in
+    /// a namespace of its own, applied then deleted), to measure decisions during updates.
+    #[arg(long)]
+    churn: bool,
+    /// Decide the events this many times over (a longer run; `--expected` checks each pass).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Print the monitor's Prometheus metrics after the run.
     #[arg(long)]
     metrics: bool,
@@ -54,6 +61,9 @@ struct Report {
     threads: usize,
     digest: String,
     mismatches: usize,
+    /// Batches applied while deciding (with `--churn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    churn_batches: Option<u64>,
 }
 
 /// Resident memory from /proc (bytes); 0 where there is no /proc.
@@ -144,15 +154,26 @@ pub fn run(args: Args) -> Result<Exit> {
     let memory_bytes = proc_status("VmRSS:").saturating_sub(rss_before);
 
     let threads = args.threads;
+    let repeat = args.repeat.max(1);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let churned = std::sync::atomic::AtomicU64::new(0);
     let started = Instant::now();
     let results: Vec<Vec<(usize, u64, Response)>> = std::thread::scope(|s| {
+        if args.churn {
+            let (engine, done, churned) = (&engine, &done, &churned);
+            s.spawn(move || churn(engine, done, churned));
+        }
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let engine = &engine;
                 let events = &events;
                 s.spawn(move || {
                     let mut out = Vec::with_capacity(events.len() / threads + 1);
-                    for (i, event) in events.iter().enumerate().skip(t).step_by(threads) {
+                    let n = events.len();
+                    for i in (t..n * repeat).step_by(threads) {
+                        let Some(event) = events.get(i % n) else {
+                            break;
+                        };
                         let now = Time(i as u64 * 1_000);
                         let t0 = Instant::now();
                         let r = engine.decide(event, now, DecideOptions::default());
@@ -165,7 +186,9 @@ pub fn run(args: Args) -> Result<Exit> {
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let out = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
     });
     let wall = started.elapsed().as_secs_f64();
     let mut all: Vec<(usize, u64, Response)> = results.into_iter().flatten().collect();
@@ -184,7 +207,10 @@ pub fn run(args: Args) -> Result<Exit> {
     for (i, _, r) in &all {
         digest_of(r, &mut hash);
         if let Some(exp) = &expected {
-            let want = exp.get(*i).map(String::as_str).unwrap_or("<missing>");
+            let want = exp
+                .get(*i % events.len())
+                .map(String::as_str)
+                .unwrap_or("<missing>");
             if want != r.decision.as_str() {
                 mismatches += 1;
                 if shown < 5 {
@@ -220,6 +246,9 @@ pub fn run(args: Args) -> Result<Exit> {
         threads,
         digest: format!("{hash:016x}"),
         mismatches,
+        churn_batches: args
+            .churn
+            .then(|| churned.load(std::sync::atomic::Ordering::Relaxed)),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -247,6 +276,9 @@ pub fn run(args: Args) -> Result<Exit> {
         if expected.is_some() {
             println!("mismatches      {}", report.mismatches);
         }
+        if let Some(n) = report.churn_batches {
+            println!("churn           {n} batches applied while deciding");
+        }
     }
     if args.metrics {
         print!("{}", engine.metrics());
@@ -256,4 +288,33 @@ pub fn run(args: Args) -> Result<Exit> {
     } else {
         Exit::Failed
     })
+}
+
+/// Applies, then deletes, one access policy at a time until `done`: updates that every
+/// decision must see whole or not at all, and that must not slow decisions down.
+fn churn(
+    engine: &Engine,
+    done: &std::sync::atomic::AtomicBool,
+    churned: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering;
+    let doc = serde_json::json!({
+        "kind": "AccessPolicy",
+        "metadata": {"name": "churn", "namespace": "clpe-bench-churn"},
+        "spec": {"action": "deny", "from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}]},
+    });
+    let key = clpe_core::DocKey::new(
+        clpe_core::Kind::AccessPolicy,
+        Some("clpe-bench-churn"),
+        "churn",
+    );
+    while !done.load(Ordering::Relaxed) {
+        let Ok(d) = clpe_core::document::parse_value(doc.clone(), 1) else {
+            return;
+        };
+        if engine.apply(vec![d]).is_err() || engine.delete(std::slice::from_ref(&key)).is_err() {
+            return;
+        }
+        churned.fetch_add(2, Ordering::Relaxed);
+    }
 }
