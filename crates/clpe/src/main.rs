@@ -14,6 +14,7 @@ mod decide;
 mod delete;
 mod files;
 mod get;
+mod loadgen;
 mod serve;
 mod test;
 mod test_daemon;
@@ -44,6 +45,8 @@ enum Command {
     Decide(decide::Args),
     /// Measure decisions on a workload, in-process.
     Bench(bench::Args),
+    /// Measure decisions over gRPC: a real daemon against a do-nothing server, back to back.
+    Loadgen(loadgen::Args),
     /// Print the version.
     Version,
 }
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Validate(a) => validate::run(a),
         Command::Decide(a) => decide::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Loadgen(a) => loadgen::run(a),
         Command::Version => {
             println!("clpe {}", env!("CARGO_PKG_VERSION"));
             Ok(Exit::Ok)

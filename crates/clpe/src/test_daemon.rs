@@ -17,6 +17,8 @@ use crate::client::{Client, Reply, segment};
 pub struct DaemonProcess {
     child: Child,
     pub http: String,
+    /// The gRPC listener, `host:port`.
+    pub grpc: String,
     _dir: tempfile::TempDir,
 }
 
@@ -65,12 +67,18 @@ impl DaemonProcess {
             .find_map(|w| w.strip_prefix("http="))
             .ok_or_else(|| anyhow!("unexpected first line from `clpe serve`: {line}"))?
             .to_owned();
+        let grpc = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("grpc="))
+            .unwrap_or_default()
+            .to_owned();
         let token = std::fs::read_to_string(dir.path().join("data").join("token"))
             .context("reading the token")?;
         Ok((
             DaemonProcess {
                 child,
                 http: format!("http://{http}"),
+                grpc,
                 _dir: dir,
             },
             token.trim().to_owned(),
