@@ -244,7 +244,7 @@ impl Agent for Acl {
                     return Ok(deny);
                 }
                 if let Some(r) = d.rule {
-                    cx.allow_because(None, r.matched_by.clone(), r.reason.clone());
+                    cx.allow_because(None, &r.matched_by, &r.reason);
                 }
                 Ok(Verdict::Allow { matched_by: None })
             }
@@ -257,11 +257,7 @@ impl Agent for Acl {
                         return Ok(deny);
                     }
                     if let Some(r) = d.rule {
-                        cx.allow_because(
-                            Some(target.name()),
-                            r.matched_by.clone(),
-                            r.reason.clone(),
-                        );
+                        cx.allow_because(Some(target.name()), &r.matched_by, &r.reason);
                     }
                     let fallbacks = cx.fallbacks.clone();
                     for f in fallbacks {
@@ -278,9 +274,7 @@ impl Agent for Acl {
                     let dst = cx.dst_candidate(import, &c);
                     let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     match d.rule.filter(|_| d.allowed()) {
-                        Some(r) => {
-                            cx.allow_because(Some(c.name()), r.matched_by.clone(), r.reason.clone())
-                        }
+                        Some(r) => cx.allow_because(Some(c.name()), &r.matched_by, &r.reason),
                         None => {
                             first_denial.get_or_insert((c.name().clone(), d));
                             cx.remove_peer(c.name());
@@ -327,7 +321,7 @@ impl Agent for Acl {
                 }
                 Ok(match first.and_then(|d| d.rule) {
                     Some(r) => {
-                        cx.allow_because(None, r.matched_by.clone(), r.reason.clone());
+                        cx.allow_because(None, &r.matched_by, &r.reason);
                         Verdict::Allow { matched_by: None }
                     }
                     None => Verdict::Deny {
@@ -356,7 +350,7 @@ impl Agent for Acl {
                 cx.services = services.into_iter().map(|(s, _)| s).collect();
                 Ok(match first {
                     Some(r) => {
-                        cx.allow_because(None, r.matched_by.clone(), r.reason.clone());
+                        cx.allow_because(None, &r.matched_by, &r.reason);
                         Verdict::Allow { matched_by: None }
                     }
                     None => Verdict::Deny {

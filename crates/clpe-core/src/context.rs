@@ -21,8 +21,8 @@ pub struct Candidate<'s> {
     pub order: usize,
 }
 
-impl Candidate<'_> {
-    pub fn name(&self) -> &PeerName {
+impl<'s> Candidate<'s> {
+    pub fn name(&self) -> &'s PeerName {
         &self.peer.name
     }
 }
@@ -47,14 +47,38 @@ pub enum Scope<'s> {
     Closed,
 }
 
+/// A name held by an allow mark: borrowed from the snapshot where it lives there (no
+/// reference counting until it goes into the response), owned otherwise.
+#[derive(Clone, Debug)]
+pub enum Held<'s> {
+    Borrowed(&'s Arc<str>),
+    Owned(Arc<str>),
+}
+
+impl Held<'_> {
+    pub fn into_arc(self) -> Arc<str> {
+        match self {
+            Held::Borrowed(a) => a.clone(),
+            Held::Owned(a) => a,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Held::Borrowed(a) => a,
+            Held::Owned(a) => a,
+        }
+    }
+}
+
 /// An allow recorded by an agent: for one candidate (egress) or the whole event.
 #[derive(Clone, Debug)]
-pub struct AllowMark {
-    pub peer: Option<PeerName>,
-    pub matched_by: Arc<str>,
-    pub agent: Arc<str>,
+pub struct AllowMark<'s> {
+    pub peer: Option<&'s PeerName>,
+    pub matched_by: Held<'s>,
+    pub agent: &'s Arc<str>,
     /// The sentence for the response; made from the others when absent.
-    pub reason: Option<Arc<str>>,
+    pub reason: Option<Held<'s>>,
 }
 
 pub struct Context<'s> {
@@ -85,7 +109,7 @@ pub struct Context<'s> {
     pub connection_id: Option<Arc<str>>,
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     pub closed: Option<crate::limits::Connection>,
-    pub(crate) allows: SmallVec<[AllowMark; 2]>,
+    pub(crate) allows: SmallVec<[AllowMark<'s>; 4]>,
     pub notes: Notes<'s>,
 }
 
@@ -190,29 +214,30 @@ impl<'s> Context<'s> {
     }
 
     /// Records that the current agent allows `peer` (or the event, with `None`) by a policy.
-    pub fn allow(&mut self, peer: Option<&PeerName>, matched_by: Arc<str>) {
-        let agent = self.notes.current_agent.clone();
+    pub fn allow(&mut self, peer: Option<&'s PeerName>, matched_by: Arc<str>) {
+        let agent = self.notes.current_agent;
         self.allows.push(AllowMark {
-            peer: peer.cloned(),
-            matched_by,
+            peer,
+            matched_by: Held::Owned(matched_by),
             agent,
             reason: None,
         });
     }
 
-    /// Like [`Context::allow`], with the sentence the response gives as its reason.
+    /// Like [`Context::allow`], for a policy of the snapshot, with the sentence the
+    /// response gives as its reason.
     pub fn allow_because(
         &mut self,
-        peer: Option<&PeerName>,
-        matched_by: Arc<str>,
-        reason: Arc<str>,
+        peer: Option<&'s PeerName>,
+        matched_by: &'s Arc<str>,
+        reason: &'s Arc<str>,
     ) {
-        let agent = self.notes.current_agent.clone();
+        let agent = self.notes.current_agent;
         self.allows.push(AllowMark {
-            peer: peer.cloned(),
-            matched_by,
+            peer,
+            matched_by: Held::Borrowed(matched_by),
             agent,
-            reason: Some(reason),
+            reason: Some(Held::Borrowed(reason)),
         });
     }
 

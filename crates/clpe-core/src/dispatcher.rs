@@ -594,21 +594,19 @@ impl Engine {
             Some(t) => cx
                 .allows
                 .iter()
-                .position(|m| m.peer.as_ref() == Some(t))
+                .position(|m| m.peer == Some(t))
                 .or_else(|| cx.allows.iter().position(|m| m.peer.is_none())),
             None => cx.allows.iter().position(|m| m.peer.is_none()),
         };
-        // Moved, not cloned: the names are shared with the snapshot, and every clone is
-        // an atomic on a line other threads use too.
         let mark = position.map(|i| cx.allows.swap_remove(i));
         r.reason = match mark {
             Some(m) => {
                 let reason = match m.reason {
-                    Some(reason) => reason,
-                    None => format!("allowed by {} ({})", m.matched_by, m.agent).into(),
+                    Some(reason) => reason.into_arc(),
+                    None => format!("allowed by {} ({})", m.matched_by.as_str(), m.agent).into(),
                 };
-                r.matched_by = Some(m.matched_by);
-                r.decided_by = Some(m.agent);
+                r.matched_by = Some(m.matched_by.into_arc());
+                r.decided_by = Some(thread_local_name(m.agent));
                 reason
             }
             None => self.texts.no_denial.clone(),
@@ -693,6 +691,31 @@ impl Engine {
             link.agent.observe(&outcome);
         }
     }
+}
+
+/// A copy of a shared name (an agent's) owned by this thread: responses carry names
+/// whose reference counts only this thread touches, so threads deciding at once do not
+/// fight over one counter. The cache keeps each original alive, so an address it holds
+/// cannot be reused for another name.
+fn thread_local_name(name: &Arc<str>) -> Arc<str> {
+    thread_local! {
+        static NAMES: std::cell::RefCell<Vec<(Arc<str>, Arc<str>)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some((_, local)) = names
+            .iter()
+            .find(|(original, _)| Arc::ptr_eq(original, name))
+        {
+            return local.clone();
+        }
+        if names.len() >= 64 {
+            names.clear();
+        }
+        let local: Arc<str> = Arc::from(&**name);
+        names.push((name.clone(), local.clone()));
+        local
+    })
 }
 
 fn sample() -> bool {
