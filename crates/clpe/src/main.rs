@@ -91,7 +91,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// The WASM agent loader this build offers (none until the WASM host is linked in).
+/// The WASM agent loader: one per process (one wasmtime engine, one epoch ticker
+/// thread), made on first use and shared by every engine the process builds, so a
+/// module compiled for one `clpe test` suite is not compiled again for the next.
 pub fn loader() -> Option<std::sync::Arc<dyn clpe_core::AgentLoader>> {
-    None
+    static LOADER: std::sync::OnceLock<Option<std::sync::Arc<clpe_wasm::WasmLoader>>> =
+        std::sync::OnceLock::new();
+    let loader = LOADER.get_or_init(|| match clpe_wasm::WasmLoader::new() {
+        Ok(loader) => Some(std::sync::Arc::new(loader)),
+        Err(e) => {
+            eprintln!("clpe: WASM agents are unavailable: {e}");
+            None
+        }
+    });
+    loader
+        .clone()
+        .map(|l| l as std::sync::Arc<dyn clpe_core::AgentLoader>)
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs `clpe bench` (release) on every shared workload and writes one JSON line per run
+# to docs/perf/results.jsonl, then redraws docs/perf/latency.svg.
+#   scripts/bench-workloads.sh [RUNS]   (default 3 runs per workload; the median is plotted)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+bench=../shared/bench
+cargo build --release --locked -p clpe >/dev/null
+out=docs/perf/results.jsonl
+: > "$out"
+for n in 100 1000 10000 100000; do
+  for _ in $(seq "$runs"); do
+    line=$(target/release/clpe bench --json --policies "$bench/acl-$n/policies.yaml" \
+      --events "$bench/acl-$n/events.jsonl" --expected "$bench/acl-$n/expected.txt")
+    echo "{\"workload\":\"acl-$n\",\"policies\":$n,${line#\{}" >> "$out"
+  done
+done
+for threads in 1 2; do
+  for _ in $(seq "$runs"); do
+    line=$(target/release/clpe bench --json --local-peer home --threads "$threads" \
+      --policies "$bench/chain-10000/policies.yaml" --events "$bench/chain-10000/events.jsonl")
+    echo "{\"workload\":\"chain-10000\",\"policies\":10000,${line#\{}" >> "$out"
+  done
+done
+python3 scripts/plot_latency.py "$bench/anchors.tsv" "$out" docs/perf/latency.svg
+echo "wrote $out and docs/perf/latency.svg"

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Plots latency per decision against the number of policies, log-log, as an SVG:
+clpe (median of the runs in results.jsonl) next to the anchors (Cedar, Rego, floor).
+
+usage: plot_latency.py ANCHORS.tsv RESULTS.jsonl OUT.svg   (standard library only)"""
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(anchors_path, results_path):
+    series = defaultdict(dict)
+    for line in open(anchors_path):
+        if line.startswith("#") or line.startswith("rules"):
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) < 3:
+            continue
+        series[parts[1]][int(parts[0])] = float(parts[2])
+    runs = defaultdict(list)
+    for line in open(results_path):
+        r = json.loads(line)
+        if r["workload"].startswith("acl-"):
+            runs[r["policies"]].append(r["latency_ns"]["p50"])
+    for n, values in runs.items():
+        series["clpe (p50)"][n] = statistics.median(values)
+    return series
+
+
+def svg(series, out):
+    width, height, left, right, top, bottom = 760, 460, 80, 170, 30, 60
+    xs = sorted({n for s in series.values() for n in s})
+    ys = [v for s in series.values() for v in s.values()]
+    x0, x1 = math.log10(min(xs)), math.log10(max(xs))
+    y0, y1 = math.floor(math.log10(min(ys))), math.ceil(math.log10(max(ys)))
+
+    def px(n):
+        return left + (math.log10(n) - x0) / max(x1 - x0, 1e-9) * (width - left - right)
+
+    def py(v):
+        return top + (y1 - math.log10(v)) / max(y1 - y0, 1e-9) * (height - top - bottom)
+
+    colors = {"clpe (p50)": "#d62728", "floor": "#7f7f7f", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{left}" y="18" font-size="14">Latency per ACL decision vs number of policies (log-log)</text>']
+    for e in range(y0, y1 + 1):
+        y = py(10 ** e)
+        label = {0: "1 ns", 3: "1 µs", 6: "1 ms", 9: "1 s"}.get(e, f"1e{e} ns")
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+    for n in xs:
+        x = px(n)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" stroke="#eee"/>')
+        parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{n:,}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 15}" text-anchor="middle">access policies</text>')
+    for i, (name, points) in enumerate(sorted(series.items())):
+        color = colors.get(name, "#000")
+        pts = " ".join(f"{px(n):.1f},{py(v):.1f}" for n, v in sorted(points.items()))
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        for n, v in sorted(points.items()):
+            parts.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="3" fill="{color}"/>')
+        ly = top + 20 + 20 * i
+        parts.append(f'<line x1="{width - right + 15}" x2="{width - right + 40}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<text x="{width - right + 45}" y="{ly + 4}">{name}</text>')
+    parts.append("</svg>")
+    open(out, "w").write("\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    svg(load(sys.argv[1], sys.argv[2]), sys.argv[3])
