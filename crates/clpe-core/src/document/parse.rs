@@ -230,8 +230,8 @@ fn fast_document(body: &str, index: usize) -> Option<Document> {
     })
 }
 
-/// The canonical JSON of a document whose spec is already JSON text.
-fn canonical_text(key: &DocKey, labels: &BTreeMap<String, String>, spec: Option<&str>) -> Arc<str> {
+/// The normalised `metadata`: name, the namespace of namespaced kinds, labels if any.
+fn canonical_meta(key: &DocKey, labels: &BTreeMap<String, String>) -> Map<String, Value> {
     let mut meta = Map::new();
     meta.insert("name".into(), Value::String(key.name.to_string()));
     if key.kind.is_namespaced() {
@@ -244,6 +244,12 @@ fn canonical_text(key: &DocKey, labels: &BTreeMap<String, String>, spec: Option<
             .collect();
         meta.insert("labels".into(), Value::Object(l));
     }
+    meta
+}
+
+/// The canonical JSON of a document whose spec is already JSON text.
+fn canonical_text(key: &DocKey, labels: &BTreeMap<String, String>, spec: Option<&str>) -> Arc<str> {
+    let meta = canonical_meta(key, labels);
     let mut out = format!(
         "{{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"{}\",\"metadata\":{}",
         key.kind.as_str(),
@@ -527,18 +533,7 @@ fn parse_metadata(
 
 /// The normalised document as compact JSON: explicit apiVersion and namespace.
 fn canonical(key: &DocKey, labels: &BTreeMap<String, String>, spec: Value) -> Arc<str> {
-    let mut meta = Map::new();
-    meta.insert("name".into(), Value::String(key.name.to_string()));
-    if key.kind.is_namespaced() {
-        meta.insert("namespace".into(), Value::String(key.namespace.to_string()));
-    }
-    if !labels.is_empty() {
-        let l = labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        meta.insert("labels".into(), Value::Object(l));
-    }
+    let meta = canonical_meta(key, labels);
     let mut top = Map::new();
     top.insert("apiVersion".into(), Value::String(API_VERSION.into()));
     top.insert("kind".into(), Value::String(key.kind.as_str().into()));
