@@ -102,6 +102,7 @@ impl AclTables {
         docs: &Docs,
         sets: &FxHashMap<&str, &[Arc<Selector>]>,
         resolve: Resolve,
+        symbols: &crate::attrs::Symbols,
     ) -> Result<AclTables, DocError> {
         // (bucket order, rule): deny before allow; docs iterate in name order.
         let mut privileged: Vec<Entry> = Vec::new();
@@ -141,7 +142,7 @@ impl AclTables {
             let rules = chosen.iter().map(|e| e.1.clone()).collect();
             let acl = chosen.iter().map(|e| e.2.clone()).collect();
             AclIndex {
-                index: MatchIndex::build(rules),
+                index: MatchIndex::build(rules, symbols),
                 rules: acl,
             }
         };
@@ -311,8 +312,7 @@ impl Agent for Acl {
                     if peer.name == snapshot.local_peer {
                         continue;
                     }
-                    let mut src = Attrs::new();
-                    src.extend_owned(&peer.attrs);
+                    let src = Attrs::over(&peer.attrs);
                     let d = acl.check(&mut cx.notes, namespace, &src, &dst);
                     if d.allowed() {
                         first.get_or_insert(d);

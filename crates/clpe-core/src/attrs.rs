@@ -1,12 +1,17 @@
 //! Flat attribute maps: what selectors match against (SPEC §2, "Attributes").
 //!
-//! Every pair carries the hash the match index files it under, computed once: at apply
-//! time for the inventory's pairs, once per decision for the event's.
+//! Each snapshot numbers the attribute keys and the `key=value` pairs its selectors
+//! mention ([`Symbols`]). Every attribute pair carries those numbers, found once: at apply
+//! time for the inventory's pairs, once per decision for the few the event brings. Rules
+//! then match by comparing integers, and the match index files them under pair numbers.
 
 use std::hash::{BuildHasher, Hasher};
 
-use rustc_hash::FxBuildHasher;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
+
+use crate::selector::{Op, Selector};
 
 /// Well-known attribute keys (ClusterLink v0.4's names).
 pub mod keys {
@@ -18,53 +23,173 @@ pub mod keys {
     pub const EXPORT_LABELS: &str = "export.clusterlink.net/labels.";
 }
 
-/// The hash of a `key=value` pair, as the match index files it.
-pub fn pair_hash(key: &str, value: &str) -> u64 {
+/// The numbers of the well-known keys: the same in every snapshot.
+pub mod kid {
+    pub const CLIENT_SERVICE: u32 = 0;
+    pub const PEER_NAME: u32 = 1;
+    pub const EXPORT_NAME: u32 = 2;
+    pub const EXPORT_NAMESPACE: u32 = 3;
+}
+
+const WELL_KNOWN: [&str; 4] = [
+    keys::CLIENT_SERVICE,
+    keys::PEER_NAME,
+    keys::EXPORT_NAME,
+    keys::EXPORT_NAMESPACE,
+];
+
+/// No number: a key or a pair no selector of the snapshot mentions.
+pub const NONE: u32 = u32::MAX;
+
+fn value_hash(kid: u32, value: &str) -> u64 {
     let mut h = FxBuildHasher.build_hasher();
-    h.write(key.as_bytes());
-    h.write_u8(0xff);
+    h.write_u32(kid);
     h.write(value.as_bytes());
     h.finish()
 }
 
-/// An owned attribute pair with its hash.
+/// The keys and pairs a snapshot's selectors mention, numbered.
+#[derive(Debug)]
+pub struct Symbols {
+    keys: FxHashMap<Box<str>, u32>,
+    /// (key number, value, pair number).
+    pairs: HashTable<(u32, Box<str>, u32)>,
+    /// The key number of each pair number.
+    pair_keys: Vec<u32>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        let mut keys = FxHashMap::default();
+        for (i, k) in WELL_KNOWN.iter().enumerate() {
+            keys.insert(Box::from(*k), i as u32);
+        }
+        Symbols {
+            keys,
+            pairs: HashTable::new(),
+            pair_keys: Vec::new(),
+        }
+    }
+}
+
+impl Symbols {
+    pub fn intern_key(&mut self, key: &str) -> u32 {
+        if let Some(k) = self.keys.get(key) {
+            return *k;
+        }
+        let k = self.keys.len() as u32;
+        self.keys.insert(key.into(), k);
+        k
+    }
+
+    pub fn intern_pair(&mut self, key: &str, value: &str) -> u32 {
+        let kid = self.intern_key(key);
+        let hash = value_hash(kid, value);
+        if let Some((_, _, pid)) = self
+            .pairs
+            .find(hash, |(k, v, _)| *k == kid && **v == *value)
+        {
+            return *pid;
+        }
+        let pid = self.pair_keys.len() as u32;
+        self.pair_keys.push(kid);
+        self.pairs
+            .insert_unique(hash, (kid, value.into(), pid), |(k, v, _)| {
+                value_hash(*k, v)
+            });
+        pid
+    }
+
+    /// Numbers every key and pair a selector mentions.
+    pub fn intern_selector(&mut self, sel: &Selector) {
+        for (k, v) in sel.labels.iter() {
+            self.intern_pair(k, v);
+        }
+        for r in sel.requirements.iter() {
+            self.intern_key(&r.key);
+            if let Op::In(values) | Op::NotIn(values) = &r.op {
+                for v in values.iter() {
+                    self.intern_pair(&r.key, v);
+                }
+            }
+        }
+    }
+
+    pub fn key(&self, key: &str) -> u32 {
+        self.keys.get(key).copied().unwrap_or(NONE)
+    }
+
+    pub fn pair(&self, kid: u32, value: &str) -> u32 {
+        if kid == NONE || self.pairs.is_empty() {
+            return NONE;
+        }
+        self.pairs
+            .find(value_hash(kid, value), |(k, v, _)| {
+                *k == kid && **v == *value
+            })
+            .map_or(NONE, |(_, _, pid)| *pid)
+    }
+
+    /// The key number of a pair number.
+    pub fn key_of(&self, pid: u32) -> u32 {
+        self.pair_keys.get(pid as usize).copied().unwrap_or(NONE)
+    }
+
+    /// An owned pair with its numbers.
+    pub fn owned(&self, key: &str, value: &str) -> Pair {
+        let kid = self.key(key);
+        Pair {
+            key: key.into(),
+            value: value.into(),
+            kid,
+            pid: self.pair(kid, value),
+        }
+    }
+}
+
+/// An owned attribute pair with its numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
     pub key: Box<str>,
     pub value: Box<str>,
-    pub hash: u64,
-}
-
-impl Pair {
-    pub fn new(key: &str, value: &str) -> Pair {
-        Pair {
-            key: key.into(),
-            value: value.into(),
-            hash: pair_hash(key, value),
-        }
-    }
+    pub kid: u32,
+    pub pid: u32,
 }
 
 /// The attribute pairs of an inventory item (a peer's name and labels, an export's name,
 /// namespace and labels), precomputed at apply time.
 pub type OwnedAttrs = Box<[Pair]>;
 
-/// A borrowed attribute pair with its hash.
+/// A borrowed attribute pair with its numbers.
 #[derive(Clone, Copy, Debug)]
 pub struct PairRef<'a> {
     pub key: &'a str,
     pub value: &'a str,
-    pub hash: u64,
+    pub kid: u32,
+    pub pid: u32,
 }
 
-/// A borrowed attribute map, built per decision without allocating.
+/// An attribute map as a decision sees it: a precomputed slice of the inventory (a peer's
+/// pairs, an export's pairs with the local peer's) borrowed whole, and the few pairs the
+/// event brings. Built per decision without copying the inventory's pairs.
 ///
-/// INVARIANT: pairs pushed first take precedence: the engine pushes the attributes it
-/// derives (peer name, labels, client service) before the ones the event gives in
-/// `src_attributes`, so an event cannot override them.
+/// INVARIANT: the base's keys are distinct, and distinct from the first pair pushed (the
+/// client service); later pushes (`src_attributes`) never override: a pushed pair whose
+/// key is numbered and already present is not kept, and lookups by string find the base
+/// first. So "the pair with this number is here" means "the key has this value".
 #[derive(Clone, Debug, Default)]
 pub struct Attrs<'a> {
-    pairs: SmallVec<[PairRef<'a>; 12]>,
+    base: &'a [Pair],
+    extra: SmallVec<[PairRef<'a>; 2]>,
+}
+
+fn as_ref(p: &Pair) -> PairRef<'_> {
+    PairRef {
+        key: &p.key,
+        value: &p.value,
+        kid: p.kid,
+        pid: p.pid,
+    }
 }
 
 impl<'a> Attrs<'a> {
@@ -72,40 +197,71 @@ impl<'a> Attrs<'a> {
         Self::default()
     }
 
-    pub fn push(&mut self, key: &'a str, value: &'a str) {
-        self.pairs.push(PairRef {
-            key,
-            value,
-            hash: pair_hash(key, value),
-        });
+    /// A map of precomputed pairs.
+    pub fn over(base: &'a [Pair]) -> Self {
+        Attrs {
+            base,
+            extra: SmallVec::new(),
+        }
     }
 
-    pub fn extend_owned(&mut self, owned: &'a [Pair]) {
-        self.pairs.extend(owned.iter().map(|p| PairRef {
-            key: &p.key,
-            value: &p.value,
-            hash: p.hash,
-        }));
+    /// Pushes a pair the event brings (its numbers looked up in `symbols`).
+    pub fn push(&mut self, symbols: &Symbols, key: &'a str, value: &'a str) {
+        let kid = symbols.key(key);
+        self.push_known(symbols, kid, key, value);
+    }
+
+    /// Pushes a pair whose key number is known.
+    pub fn push_known(&mut self, symbols: &Symbols, kid: u32, key: &'a str, value: &'a str) {
+        if kid != NONE && self.pair_of(kid).is_some() {
+            return;
+        }
+        self.extra.push(PairRef {
+            key,
+            value,
+            kid,
+            pid: symbols.pair(kid, value),
+        });
     }
 
     /// The value of `key`: the first pair with that key.
     pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.pairs.iter().find(|p| p.key == key).map(|p| p.value)
+        self.pairs().find(|p| p.key == key).map(|p| p.value)
     }
 
-    /// Every pair, shadowed ones included (callers that probe indexes re-check with `get`).
+    /// Whether the map holds the pair numbered `pid`.
+    #[inline]
+    pub fn has_pair(&self, pid: u32) -> bool {
+        self.base.iter().any(|p| p.pid == pid) || self.extra.iter().any(|p| p.pid == pid)
+    }
+
+    /// The pair number of the key numbered `kid`: `None` when the key is absent,
+    /// `Some(NONE)` when its value is one no selector mentions.
+    #[inline]
+    pub fn pair_of(&self, kid: u32) -> Option<u32> {
+        match self.base.iter().find(|p| p.kid == kid) {
+            Some(p) => Some(p.pid),
+            None => self.extra.iter().find(|p| p.kid == kid).map(|p| p.pid),
+        }
+    }
+
+    /// Every pair, the base first (numbered keys once; unnumbered ones may repeat, the
+    /// first wins).
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'a>> + '_ {
-        self.pairs.iter().copied()
+        self.base
+            .iter()
+            .map(as_ref)
+            .chain(self.extra.iter().copied())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.base.is_empty() && self.extra.is_empty()
     }
 
     /// The effective map (shadowed pairs dropped), sorted by key: for traces and WASM guests.
     pub fn to_map(&self) -> std::collections::BTreeMap<String, String> {
         let mut map = std::collections::BTreeMap::new();
-        for p in &self.pairs {
+        for p in self.pairs() {
             map.entry(p.key.to_owned())
                 .or_insert_with(|| p.value.to_owned());
         }
@@ -115,13 +271,14 @@ impl<'a> Attrs<'a> {
 
 /// Builds the owned attribute pairs of a named item with labels under a key prefix.
 pub fn owned_with_labels<'l>(
+    symbols: &Symbols,
     fixed: &[(&str, &str)],
     label_prefix: &str,
     labels: impl IntoIterator<Item = (&'l String, &'l String)>,
 ) -> OwnedAttrs {
-    let mut out: Vec<Pair> = fixed.iter().map(|(k, v)| Pair::new(k, v)).collect();
+    let mut out: Vec<Pair> = fixed.iter().map(|(k, v)| symbols.owned(k, v)).collect();
     for (k, v) in labels {
-        out.push(Pair::new(&format!("{label_prefix}{k}"), v));
+        out.push(symbols.owned(&format!("{label_prefix}{k}"), v));
     }
     out.into_boxed_slice()
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::attrs::{Attrs, keys};
+use crate::attrs::{Attrs, keys, kid};
 use crate::event::{Decision, Direction, Event, RateLimit, StateView};
 use crate::limits::SlotGuard;
 use crate::names::{PeerName, Time};
@@ -153,19 +153,12 @@ impl<'s> Context<'s> {
     /// The destination side's attributes for an ingress connection or an exposed service
     /// (the local Export on the local peer).
     pub fn dst_local(&self, export: &'s ExportEntry) -> Attrs<'s> {
-        let mut a = Attrs::new();
-        a.extend_owned(&export.attrs);
-        a.extend_owned(self.snapshot.local_attrs());
-        a
+        Attrs::over(&export.attrs)
     }
 
     /// The destination side's attributes for an egress candidate.
-    pub fn dst_candidate(&self, import: &'s ImportEntry, c: &Candidate<'s>) -> Attrs<'s> {
-        let mut a = Attrs::new();
-        a.extend_owned(&c.source.attrs);
-        a.extend_owned(&import.label_attrs);
-        a.extend_owned(&c.peer.attrs);
-        a
+    pub fn dst_candidate(&self, _import: &'s ImportEntry, c: &Candidate<'s>) -> Attrs<'s> {
+        Attrs::over(&c.source.attrs)
     }
 
     /// The destination attributes of the connection as it stands: the chosen target on
@@ -278,34 +271,47 @@ impl<'s> Context<'s> {
 
 /// Builds the source attributes of an event (SPEC §2's table).
 pub(crate) fn source_attrs<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Attrs<'s> {
-    let mut a = Attrs::new();
+    let symbols = &snapshot.symbols;
     match event {
         Event::NewConnection(e) => {
+            let mut a = match e.direction {
+                Direction::Ingress => match &e.src_peer {
+                    Some(p) => peer_side(snapshot, p),
+                    None => Attrs::new(),
+                },
+                Direction::Egress => Attrs::over(snapshot.local_attrs()),
+            };
             if let Some(s) = &e.src_service {
-                a.push(keys::CLIENT_SERVICE, s.as_str());
-            }
-            match e.direction {
-                Direction::Ingress => {
-                    if let Some(p) = &e.src_peer {
-                        peer_side(snapshot, p, &mut a);
-                    }
-                }
-                Direction::Egress => a.extend_owned(snapshot.local_attrs()),
+                a.push_known(
+                    symbols,
+                    kid::CLIENT_SERVICE,
+                    keys::CLIENT_SERVICE,
+                    s.as_str(),
+                );
             }
             for (k, v) in &e.src_attributes {
-                a.push(k, v);
+                a.push(symbols, k, v);
             }
+            a
         }
-        Event::ServiceListRequest(e) => peer_side(snapshot, &e.src_peer, &mut a),
-        Event::ExposeService(_) | Event::ConnectionClosed(_) => {}
+        Event::ServiceListRequest(e) => peer_side(snapshot, &e.src_peer),
+        Event::ExposeService(_) | Event::ConnectionClosed(_) => Attrs::new(),
     }
-    a
 }
 
 /// A remote peer as a source: its inventory attributes, or just its name when unknown.
-pub(crate) fn peer_side<'s>(snapshot: &'s Snapshot, peer: &'s PeerName, a: &mut Attrs<'s>) {
+pub(crate) fn peer_side<'s>(snapshot: &'s Snapshot, peer: &'s PeerName) -> Attrs<'s> {
     match snapshot.peers.get(peer) {
-        Some(entry) => a.extend_owned(&entry.attrs),
-        None => a.push(keys::PEER_NAME, peer.as_str()),
+        Some(entry) => Attrs::over(&entry.attrs),
+        None => {
+            let mut a = Attrs::new();
+            a.push_known(
+                &snapshot.symbols,
+                kid::PEER_NAME,
+                keys::PEER_NAME,
+                peer.as_str(),
+            );
+            a
+        }
     }
 }

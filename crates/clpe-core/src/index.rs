@@ -1,17 +1,20 @@
-//! The match index: compiled `from`/`to` rules indexed by the attribute values they require.
+//! The match index: compiled `from`/`to` rules indexed by the attribute pairs they require.
 //!
 //! Every policy kind that selects a source and a destination (access, limit and balancing
-//! policies) is a [`Rule`]. At build time each rule is filed under the `key=value` pairs
-//! one of its sides cannot match without (a `matchLabels` pair, or each value of an `In`),
-//! choosing the side whose pairs are rarest. A decision then probes the postings of the
-//! pairs it actually has, and evaluates only the rules found there, plus the few rules
-//! that require nothing indexable (`{}` on both sides, only `NotIn`/`Exists`).
+//! policies) is a [`Rule`]. At build time its selectors are compiled against the
+//! snapshot's [`Symbols`] (pairs and keys become numbers), and the rule is filed under
+//! the pairs one of its sides cannot match without (a `matchLabels` pair, or each value of
+//! an `In`), under a (source pair, destination pair) when both sides have some. A decision
+//! probes the postings of the pairs it actually has and checks only the rules found there,
+//! plus the few that require nothing indexable (`{}` on both sides, only `NotIn`/`Exists`).
+//! A rule that is nothing but the pairs it is filed under is marked exact: finding it is
+//! matching it.
 
 use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::attrs::{Attrs, pair_hash};
+use crate::attrs::{Attrs, NONE, Symbols};
 use std::sync::Arc;
 
 use crate::selector::{Op, Selector};
@@ -24,100 +27,180 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Matches by strings: the definition the compiled form must agree with.
     pub fn matches(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> bool {
         self.from.iter().any(|s| s.matches(src)) && self.to.iter().any(|s| s.matches(dst))
     }
 }
 
-/// Rule ids filed under a 64-bit hash of the pairs they require.
-///
-/// INVARIANT: postings only nominate candidates; every candidate is verified by
-/// [`Rule::matches`] before it counts. So a posting is keyed by the hash alone (no
-/// strings to chase through memory), and two pairs whose hashes collide simply share a
-/// list: the extra candidates fail verification.
+#[derive(Clone, Debug)]
+enum Test {
+    In(Box<[u32]>),
+    NotIn(Box<[u32]>),
+    Exists,
+    DoesNotExist,
+}
+
+/// A compiled requirement on the key numbered `kid`.
+#[derive(Clone, Debug)]
+struct Requirement {
+    kid: u32,
+    test: Test,
+}
+
+impl Requirement {
+    fn matches(&self, attrs: &Attrs<'_>) -> bool {
+        let pair = attrs.pair_of(self.kid);
+        match (&self.test, pair) {
+            (Test::In(ps), Some(p)) => ps.contains(&p),
+            (Test::In(_), None) => false,
+            (Test::NotIn(ps), Some(p)) => !ps.contains(&p),
+            (Test::NotIn(_), None) => true,
+            (Test::Exists, p) => p.is_some(),
+            (Test::DoesNotExist, p) => p.is_none(),
+        }
+    }
+}
+
+/// A compiled selector: every pair held, every requirement met.
+#[derive(Clone, Debug)]
+struct Compiled {
+    pairs: SmallVec<[u32; 2]>,
+    requirements: Box<[Requirement]>,
+}
+
+impl Compiled {
+    /// `None` when the selector can match nothing (it names a pair no attribute can
+    /// hold: only possible if the symbols miss it).
+    fn new(sel: &Selector, symbols: &Symbols) -> Option<Compiled> {
+        let mut pairs = SmallVec::new();
+        for (k, v) in sel.labels.iter() {
+            let pid = symbols.pair(symbols.key(k), v);
+            if pid == NONE {
+                return None;
+            }
+            pairs.push(pid);
+        }
+        let mut requirements = Vec::new();
+        for r in sel.requirements.iter() {
+            let kid = symbols.key(&r.key);
+            let ids = |values: &[Box<str>]| -> Box<[u32]> {
+                values
+                    .iter()
+                    .map(|v| symbols.pair(kid, v))
+                    .filter(|p| *p != NONE)
+                    .collect()
+            };
+            let test = match &r.op {
+                Op::In(vs) => Test::In(ids(vs)),
+                Op::NotIn(vs) => Test::NotIn(ids(vs)),
+                Op::Exists => Test::Exists,
+                Op::DoesNotExist => Test::DoesNotExist,
+            };
+            if kid == NONE {
+                // A key no attribute can hold: absent everywhere.
+                match test {
+                    Test::In(_) | Test::Exists => return None,
+                    Test::NotIn(_) | Test::DoesNotExist => continue,
+                }
+            }
+            requirements.push(Requirement { kid, test });
+        }
+        Some(Compiled {
+            pairs,
+            requirements: requirements.into(),
+        })
+    }
+
+    #[inline]
+    fn matches(&self, attrs: &Attrs<'_>) -> bool {
+        self.pairs.iter().all(|p| attrs.has_pair(*p))
+            && self.requirements.iter().all(|r| r.matches(attrs))
+    }
+
+    fn is_everything(&self) -> bool {
+        self.pairs.is_empty() && self.requirements.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct CompiledRule {
+    from: SmallVec<[Compiled; 1]>,
+    to: SmallVec<[Compiled; 1]>,
+}
+
+impl CompiledRule {
+    #[inline]
+    fn matches(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> bool {
+        self.from.iter().any(|s| s.matches(src)) && self.to.iter().any(|s| s.matches(dst))
+    }
+}
+
+/// Set on a posting whose rule matches whenever the posting is found.
+const EXACT: u32 = 1 << 31;
+
+/// A posting list's place: the rule itself when it is alone, else a slice of `lists`.
+#[derive(Clone, Copy)]
+struct Slot {
+    key: u64,
+    start: u32,
+    len: u32,
+}
+
+/// Rule ids (ascending, flagged [`EXACT`] where it applies) filed under pair numbers.
 #[derive(Default)]
 struct Postings {
-    table: HashTable<(u64, Box<[u32]>)>,
+    table: HashTable<Slot>,
+    lists: Box<[u32]>,
+}
+
+fn slot_hash(key: u64) -> u64 {
+    crate::runtime::mix64(key)
 }
 
 impl Postings {
-    fn build(lists: FxHashMap<u64, Vec<u32>>) -> Postings {
-        let mut table = HashTable::with_capacity(lists.len());
-        for (hash, mut ids) in lists {
-            ids.sort_unstable();
-            ids.dedup();
-            table.insert_unique(hash, (hash, ids.into_boxed_slice()), |e| e.0);
+    fn build(mut filed: FxHashMap<u64, Vec<u32>>) -> Postings {
+        let mut table = HashTable::with_capacity(filed.len());
+        let mut lists = Vec::new();
+        for (key, ids) in filed.iter_mut() {
+            ids.sort_unstable_by_key(|id| id & !EXACT);
+            ids.dedup_by_key(|id| *id & !EXACT);
+            let slot = match ids.as_slice() {
+                [one] => Slot {
+                    key: *key,
+                    start: *one,
+                    len: 1,
+                },
+                _ => {
+                    let start = lists.len() as u32;
+                    lists.extend_from_slice(ids);
+                    Slot {
+                        key: *key,
+                        start,
+                        len: ids.len() as u32,
+                    }
+                }
+            };
+            table.insert_unique(slot_hash(*key), slot, |s| slot_hash(s.key));
         }
-        Postings { table }
+        Postings {
+            table,
+            lists: lists.into(),
+        }
     }
 
     #[inline]
-    fn get(&self, hash: u64) -> Option<&[u32]> {
+    fn get(&self, key: u64) -> &[u32] {
         if self.table.is_empty() {
-            return None;
+            return &[];
         }
-        self.table.find(hash, |e| e.0 == hash).map(|e| &*e.1)
-    }
-}
-
-/// The hash of a (source pair, destination pair): a mix of the two pair hashes.
-fn quad_hash(from: u64, to: u64) -> u64 {
-    crate::runtime::mix64(from ^ to.rotate_left(23))
-}
-
-/// Rules anchored on both sides at once: filed under a (source pair, destination pair),
-/// so a decision finds only the rules whose two anchors it holds.
-#[derive(Default)]
-struct PairPostings {
-    table: Postings,
-    /// The keys used as anchors on each side: only attributes with these keys are probed.
-    from_keys: Box<[Box<str>]>,
-    to_keys: Box<[Box<str>]>,
-}
-
-type PairLists<'a> = FxHashMap<((&'a str, &'a str), (&'a str, &'a str)), Vec<u32>>;
-
-impl PairPostings {
-    fn build(lists: PairLists<'_>) -> PairPostings {
-        let mut from_keys: Vec<Box<str>> = Vec::new();
-        let mut to_keys: Vec<Box<str>> = Vec::new();
-        let mut hashed: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
-        for ((from, to), ids) in lists {
-            if !from_keys.iter().any(|k| **k == *from.0) {
-                from_keys.push(from.0.into());
-            }
-            if !to_keys.iter().any(|k| **k == *to.0) {
-                to_keys.push(to.0.into());
-            }
-            let hash = quad_hash(pair_hash(from.0, from.1), pair_hash(to.0, to.1));
-            hashed.entry(hash).or_default().extend(ids);
-        }
-        PairPostings {
-            table: Postings::build(hashed),
-            from_keys: from_keys.into(),
-            to_keys: to_keys.into(),
-        }
-    }
-
-    /// Calls `f` with the ids of every posting the two attribute maps hold.
-    #[inline]
-    fn probe(&self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found_ids: impl FnMut(&[u32])) {
-        if self.table.table.is_empty() {
-            return;
-        }
-        for f in src.pairs() {
-            if !self.from_keys.iter().any(|k| **k == *f.key) {
-                continue;
-            }
-            for t in dst.pairs() {
-                if !self.to_keys.iter().any(|k| **k == *t.key) {
-                    continue;
-                }
-                let found = self.table.get(quad_hash(f.hash, t.hash));
-                if let Some(ids) = found {
-                    found_ids(ids);
-                }
-            }
+        match self.table.find(slot_hash(key), |s| s.key == key) {
+            Some(s) if s.len == 1 => std::slice::from_ref(&s.start),
+            Some(s) => self
+                .lists
+                .get(s.start as usize..(s.start as usize + s.len as usize))
+                .unwrap_or_default(),
+            None => &[],
         }
     }
 }
@@ -128,11 +211,19 @@ const MAX_PAIRS: usize = 16;
 /// Rules indexed for lookup; rule ids are their positions in the list given to `build`.
 #[derive(Default)]
 pub struct MatchIndex {
-    rules: Vec<Rule>,
+    rules: Vec<CompiledRule>,
+    /// Rules filed under a source pair.
     from: Postings,
+    /// Rules filed under a destination pair.
     to: Postings,
-    pairs: PairPostings,
-    /// Rules with nothing to index on either side; ascending.
+    /// Rules filed under a (source pair, destination pair).
+    pairs: Postings,
+    /// The keys of the pairs each table files under: only those attributes are probed.
+    from_keys: SmallVec<[u32; 4]>,
+    to_keys: SmallVec<[u32; 4]>,
+    pair_from_keys: SmallVec<[u32; 4]>,
+    pair_to_keys: SmallVec<[u32; 4]>,
+    /// Rules with nothing to index on either side; ascending, flagged.
     scan: Box<[u32]>,
 }
 
@@ -145,39 +236,32 @@ impl std::fmt::Debug for MatchIndex {
     }
 }
 
-/// A cost (how many rules share the pairs) and the pairs.
-type Anchors<'a> = (u64, SmallVec<[(&'a str, &'a str); 2]>);
+/// A cost (how many rules share the pairs) and the pair numbers.
+type Anchors = (u64, SmallVec<[u32; 2]>);
 
 /// The pairs a selector cannot match without, as alternatives: the selector matches only
 /// if the attributes hold one of them.
-fn anchors<'a>(sel: &'a Selector, freq: &FxHashMap<(&str, &str), u32>) -> Option<Anchors<'a>> {
-    let mut best: Option<Anchors<'a>> = None;
-    let mut consider = |cost: u64, pairs: SmallVec<[(&'a str, &'a str); 2]>| {
+fn anchors(sel: &Compiled, freq: &FxHashMap<u32, u32>) -> Option<Anchors> {
+    let cost_of = |p: &u32| u64::from(freq.get(p).copied().unwrap_or(1));
+    let mut best: Option<Anchors> = None;
+    let mut consider = |cost: u64, pairs: SmallVec<[u32; 2]>| {
         if best.as_ref().is_none_or(|(c, _)| cost < *c) {
             best = Some((cost, pairs));
         }
     };
-    for (k, v) in sel.labels.iter() {
-        let cost = u64::from(freq.get(&(&**k, &**v)).copied().unwrap_or(1));
-        consider(cost, smallvec::smallvec![(&**k, &**v)]);
+    for p in &sel.pairs {
+        consider(cost_of(p), smallvec::smallvec![*p]);
     }
     for r in sel.requirements.iter() {
-        if let Op::In(values) = &r.op {
-            let cost = values
-                .iter()
-                .map(|v| u64::from(freq.get(&(&*r.key, &**v)).copied().unwrap_or(1)))
-                .sum();
-            consider(cost, values.iter().map(|v| (&*r.key, &**v)).collect());
+        if let Test::In(ps) = &r.test {
+            consider(ps.iter().map(cost_of).sum(), ps.iter().copied().collect());
         }
     }
     best
 }
 
 /// The anchors of a whole side: one set per selector, or `None` if some selector has none.
-fn side_anchors<'a>(
-    side: &'a [Arc<Selector>],
-    freq: &FxHashMap<(&str, &str), u32>,
-) -> Option<(u64, Vec<(&'a str, &'a str)>)> {
+fn side_anchors(side: &[Compiled], freq: &FxHashMap<u32, u32>) -> Option<(u64, Vec<u32>)> {
     let mut cost = 0;
     let mut pairs = Vec::new();
     for sel in side {
@@ -188,75 +272,118 @@ fn side_anchors<'a>(
     Some((cost, pairs))
 }
 
-fn count<'a>(side: &'a [Arc<Selector>], freq: &mut FxHashMap<(&'a str, &'a str), u32>) {
+fn count(side: &[Compiled], freq: &mut FxHashMap<u32, u32>) {
     for sel in side {
-        for (k, v) in sel.labels.iter() {
-            *freq.entry((k, v)).or_default() += 1;
+        for p in &sel.pairs {
+            *freq.entry(*p).or_default() += 1;
         }
         for r in sel.requirements.iter() {
-            if let Op::In(values) = &r.op {
-                for v in values.iter() {
-                    *freq.entry((&r.key, v)).or_default() += 1;
+            if let Test::In(ps) = &r.test {
+                for p in ps.iter() {
+                    *freq.entry(*p).or_default() += 1;
                 }
             }
         }
     }
 }
 
+/// Whether a side is nothing but the one pair it is filed under.
+fn only_pair(side: &[Compiled]) -> bool {
+    matches!(side, [one] if one.pairs.len() == 1 && one.requirements.is_empty())
+}
+
+fn everything(side: &[Compiled]) -> bool {
+    side.iter().any(Compiled::is_everything)
+}
+
+fn add_key(keys: &mut SmallVec<[u32; 4]>, symbols: &Symbols, pid: u32) {
+    let kid = symbols.key_of(pid);
+    if !keys.contains(&kid) {
+        keys.push(kid);
+    }
+}
+
+fn pair_key(from: u32, to: u32) -> u64 {
+    (u64::from(from) << 32) | u64::from(to)
+}
+
 impl MatchIndex {
-    pub fn build(rules: Vec<Rule>) -> MatchIndex {
+    pub fn build(rules: Vec<Rule>, symbols: &Symbols) -> MatchIndex {
+        let compile = |side: &[Arc<Selector>]| -> SmallVec<[Compiled; 1]> {
+            side.iter()
+                .filter_map(|s| Compiled::new(s, symbols))
+                .collect()
+        };
+        let rules: Vec<CompiledRule> = rules
+            .iter()
+            .map(|r| CompiledRule {
+                from: compile(&r.from),
+                to: compile(&r.to),
+            })
+            .collect();
         let (mut from_freq, mut to_freq) = (FxHashMap::default(), FxHashMap::default());
         for r in &rules {
             count(&r.from, &mut from_freq);
             count(&r.to, &mut to_freq);
         }
+        let mut index = MatchIndex::default();
         let mut from_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let mut to_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
-        let mut pair_lists: PairLists<'_> = FxHashMap::default();
+        let mut pair_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let mut scan = Vec::new();
         for (id, r) in rules.iter().enumerate() {
             let id = id as u32;
+            if r.from.is_empty() || r.to.is_empty() {
+                continue; // a side with no selector left matches nothing
+            }
             let f = side_anchors(&r.from, &from_freq);
             let t = side_anchors(&r.to, &to_freq);
+            let exact = |yes: bool| if yes { id | EXACT } else { id };
             if let (Some((_, fp)), Some((_, tp))) = (&f, &t)
                 && fp.len() * tp.len() <= MAX_PAIRS
             {
+                let posting = exact(only_pair(&r.from) && only_pair(&r.to));
                 for a in fp {
+                    add_key(&mut index.pair_from_keys, symbols, *a);
                     for b in tp {
-                        pair_lists.entry((*a, *b)).or_default().push(id);
+                        add_key(&mut index.pair_to_keys, symbols, *b);
+                        pair_lists
+                            .entry(pair_key(*a, *b))
+                            .or_default()
+                            .push(posting);
                     }
                 }
                 continue;
             }
-            let (lists, pairs) = match (f, t) {
-                (Some((fc, fp)), Some((tc, tp))) => {
-                    if fc <= tc {
-                        (&mut from_lists, fp)
-                    } else {
-                        (&mut to_lists, tp)
-                    }
-                }
-                (Some((_, fp)), None) => (&mut from_lists, fp),
-                (None, Some((_, tp))) => (&mut to_lists, tp),
+            let from_side = match (&f, &t) {
+                (Some((fc, _)), Some((tc, _))) => fc <= tc,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
                 (None, None) => {
-                    scan.push(id);
+                    scan.push(exact(everything(&r.from) && everything(&r.to)));
                     continue;
                 }
             };
-            for (k, v) in pairs {
-                lists.entry(pair_hash(k, v)).or_default().push(id);
+            let (lists, keys, pairs, posting) = if from_side {
+                let posting = exact(only_pair(&r.from) && everything(&r.to));
+                let pairs = f.map(|(_, p)| p).unwrap_or_default();
+                (&mut from_lists, &mut index.from_keys, pairs, posting)
+            } else {
+                let posting = exact(only_pair(&r.to) && everything(&r.from));
+                let pairs = t.map(|(_, p)| p).unwrap_or_default();
+                (&mut to_lists, &mut index.to_keys, pairs, posting)
+            };
+            for p in pairs {
+                add_key(keys, symbols, p);
+                lists.entry(u64::from(p)).or_default().push(posting);
             }
         }
-        let from = Postings::build(from_lists);
-        let to = Postings::build(to_lists);
-        let pairs = PairPostings::build(pair_lists);
-        MatchIndex {
-            from,
-            to,
-            pairs,
-            scan: scan.into(),
-            rules,
-        }
+        index.from = Postings::build(from_lists);
+        index.to = Postings::build(to_lists);
+        index.pairs = Postings::build(pair_lists);
+        index.scan = scan.into();
+        index.rules = rules;
+        index
     }
 
     pub fn len(&self) -> usize {
@@ -267,41 +394,67 @@ impl MatchIndex {
         self.rules.is_empty()
     }
 
-    pub fn rule(&self, id: u32) -> Option<&Rule> {
-        self.rules.get(id as usize)
+    /// Calls `found` with every posting list the two attribute maps reach.
+    #[inline]
+    fn probe<'i>(&'i self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found: impl FnMut(&'i [u32])) {
+        found(&self.scan);
+        if !self.from.table.is_empty() {
+            for p in src.pairs() {
+                if p.pid != NONE && self.from_keys.contains(&p.kid) {
+                    found(self.from.get(u64::from(p.pid)));
+                }
+            }
+        }
+        if !self.to.table.is_empty() {
+            for p in dst.pairs() {
+                if p.pid != NONE && self.to_keys.contains(&p.kid) {
+                    found(self.to.get(u64::from(p.pid)));
+                }
+            }
+        }
+        if !self.pairs.table.is_empty() {
+            for f in src.pairs() {
+                if f.pid == NONE || !self.pair_from_keys.contains(&f.kid) {
+                    continue;
+                }
+                for t in dst.pairs() {
+                    if t.pid != NONE && self.pair_to_keys.contains(&t.kid) {
+                        found(self.pairs.get(pair_key(f.pid, t.pid)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the posting `id` (flags included) matches.
+    #[inline]
+    fn check(&self, posting: u32, src: &Attrs<'_>, dst: &Attrs<'_>) -> bool {
+        posting & EXACT != 0
+            || self
+                .rules
+                .get((posting & !EXACT) as usize)
+                .is_some_and(|r| r.matches(src, dst))
     }
 
     /// The smallest id of a matching rule: rules are listed in precedence order, so this
     /// is the one that decides.
     pub fn first_match(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<u32> {
+        if self.rules.is_empty() {
+            return None;
+        }
         let mut best = u32::MAX;
-        let try_ids = |ids: &[u32], best: &mut u32| {
-            for &id in ids {
-                if id >= *best {
+        self.probe(src, dst, |ids| {
+            for &posting in ids {
+                let id = posting & !EXACT;
+                if id >= best {
                     break;
                 }
-                if self
-                    .rules
-                    .get(id as usize)
-                    .is_some_and(|r| r.matches(src, dst))
-                {
-                    *best = id;
+                if self.check(posting, src, dst) {
+                    best = id;
                     break;
                 }
             }
-        };
-        try_ids(&self.scan, &mut best);
-        for pair in src.pairs() {
-            if let Some(ids) = self.from.get(pair.hash) {
-                try_ids(ids, &mut best);
-            }
-        }
-        for pair in dst.pairs() {
-            if let Some(ids) = self.to.get(pair.hash) {
-                try_ids(ids, &mut best);
-            }
-        }
-        self.pairs.probe(src, dst, |ids| try_ids(ids, &mut best));
+        });
         (best != u32::MAX).then_some(best)
     }
 
@@ -311,25 +464,15 @@ impl MatchIndex {
         if self.rules.is_empty() {
             return;
         }
-        out.extend_from_slice(&self.scan);
-        for pair in src.pairs() {
-            if let Some(ids) = self.from.get(pair.hash) {
-                out.extend_from_slice(ids);
-            }
-        }
-        for pair in dst.pairs() {
-            if let Some(ids) = self.to.get(pair.hash) {
-                out.extend_from_slice(ids);
-            }
-        }
-        self.pairs.probe(src, dst, |ids| out.extend_from_slice(ids));
+        self.probe(src, dst, |ids| {
+            out.extend(
+                ids.iter()
+                    .filter(|p| self.check(**p, src, dst))
+                    .map(|p| p & !EXACT),
+            )
+        });
         out.sort_unstable();
         out.dedup();
-        out.retain(|id| {
-            self.rules
-                .get(*id as usize)
-                .is_some_and(|r| r.matches(src, dst))
-        });
     }
 }
 

@@ -8,7 +8,6 @@
 use super::*;
 use crate::selector::{Expression, LabelSelector};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn sel(labels: &[(&str, &str)], exprs: Vec<Expression>) -> Selector {
@@ -56,29 +55,44 @@ fn rule() -> impl Strategy<Value = Rule> {
         })
 }
 
-fn attrs_of(map: &BTreeMap<&'static str, &'static str>) -> Attrs<'static> {
+fn symbols_of(rules: &[Rule]) -> Symbols {
+    let mut symbols = Symbols::default();
+    for r in rules {
+        for s in r.from.iter().chain(r.to.iter()) {
+            symbols.intern_selector(s);
+        }
+    }
+    symbols
+}
+
+fn attrs_of<'a>(symbols: &Symbols, pairs: &'a [(&'static str, &'static str)]) -> Attrs<'a> {
     let mut a = Attrs::new();
-    for (k, v) in map {
-        a.push(k, v);
+    for (k, v) in pairs {
+        a.push(symbols, k, v);
     }
     a
 }
 
-fn attr_map() -> impl Strategy<Value = BTreeMap<&'static str, &'static str>> {
-    prop::collection::btree_map(
-        prop::sample::select(vec!["a", "b", "c"]),
-        prop::sample::select(vec!["1", "2", "3"]),
-        0..3,
+/// Attribute lists with keys and values no selector mentions ("d", "4") and repeated keys
+/// (the first wins).
+fn attr_list() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+    prop::collection::vec(
+        (
+            prop::sample::select(vec!["a", "b", "c", "d"]),
+            prop::sample::select(vec!["1", "2", "3", "4"]),
+        ),
+        0..4,
     )
 }
 
 proptest! {
-    /// The index finds exactly what a scan of every rule finds.
+    /// The index finds exactly what matching every rule by strings finds.
     #[test]
-    fn index_agrees_with_a_scan(rules in prop::collection::vec(rule(), 0..30), src in attr_map(), dst in attr_map()) {
-        let (s, d) = (attrs_of(&src), attrs_of(&dst));
+    fn index_agrees_with_a_scan(rules in prop::collection::vec(rule(), 0..30), src in attr_list(), dst in attr_list()) {
+        let symbols = symbols_of(&rules);
+        let (s, d) = (attrs_of(&symbols, &src), attrs_of(&symbols, &dst));
         let expected: Vec<u32> = rules.iter().enumerate().filter(|(_, r)| r.matches(&s, &d)).map(|(i, _)| i as u32).collect();
-        let index = MatchIndex::build(rules);
+        let index = MatchIndex::build(rules, &symbols);
         let mut all = SmallVec::new();
         index.all_matches(&s, &d, &mut all);
         prop_assert_eq!(all.to_vec(), expected.clone());
@@ -92,6 +106,6 @@ fn rules_requiring_nothing_are_scanned() {
         from: vec![Arc::new(Selector::everything())].into(),
         to: vec![Arc::new(Selector::everything())].into(),
     };
-    let index = MatchIndex::build(vec![everything]);
+    let index = MatchIndex::build(vec![everything], &Symbols::default());
     assert_eq!(index.first_match(&Attrs::new(), &Attrs::new()), Some(0));
 }

@@ -72,7 +72,7 @@ proptest! {
         let compiled = Selector::compile(&sel, "s").unwrap();
         let mut a = Attrs::new();
         for (k, v) in &attrs {
-            a.push(k, v);
+            a.push(&crate::attrs::Symbols::default(), k, v);
         }
         prop_assert_eq!(compiled.matches(&a), naive(&sel, &attrs));
     }

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use crate::acl::AclTables;
 use crate::agent::Agent;
-use crate::attrs::{OwnedAttrs, keys, owned_with_labels};
+use crate::attrs::{OwnedAttrs, Symbols, keys, owned_with_labels};
 use crate::document::{
     ConnectionLimitSpec, DocKey, Document, FailureMode, ImportSource, Kind, LbSpec, RateLimitSpec,
     Scheme, Spec, Workload,
@@ -39,7 +39,8 @@ pub struct PeerEntry {
 #[derive(Debug)]
 pub struct ExportEntry {
     pub reference: String,
-    /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`.
+    /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`, then the local
+    /// peer's name and labels: the destination side of an ingress connection.
     pub attrs: OwnedAttrs,
 }
 
@@ -48,7 +49,9 @@ pub struct SourceEntry {
     pub source: ImportSource,
     /// `None` when the peer is not in the inventory: then it is not a candidate.
     pub peer: Option<Arc<PeerEntry>>,
-    /// `export.clusterlink.net/name` and `.../namespace` from the source.
+    /// `export.clusterlink.net/name` and `.../namespace` from the source, the Import's
+    /// `export.clusterlink.net/labels.<k>`, then the peer's name and labels: the
+    /// destination side of an egress connection to this source.
     pub attrs: OwnedAttrs,
 }
 
@@ -113,6 +116,8 @@ pub type LoadedAgent = (Arc<str>, Arc<dyn Agent>);
 pub struct Snapshot {
     pub revision: u64,
     pub docs: Docs,
+    /// The keys and pairs the selectors mention, numbered (see [`crate::attrs`]).
+    pub symbols: Symbols,
     pub local_peer: PeerName,
     pub peers: FxHashMap<PeerName, Arc<PeerEntry>>,
     /// Peers sorted by name, for `ExposeService` answers.
@@ -155,7 +160,8 @@ impl Snapshot {
             peers: FxHashMap::default(),
             peer_order: Vec::new(),
             local: None,
-            local_attrs: peer_attrs(local_peer.as_str(), &BTreeMap::new()),
+            local_attrs: peer_attrs(&Symbols::default(), local_peer.as_str(), &BTreeMap::new()),
+            symbols: Symbols::default(),
             exports: FxHashMap::default(),
             imports: FxHashMap::default(),
             acl: AclTables::default(),
@@ -208,8 +214,39 @@ pub enum BuildError {
     Conflict(DocError),
 }
 
-pub fn peer_attrs(name: &str, labels: &BTreeMap<String, String>) -> OwnedAttrs {
-    owned_with_labels(&[(keys::PEER_NAME, name)], keys::PEER_LABELS, labels)
+pub fn peer_attrs(symbols: &Symbols, name: &str, labels: &BTreeMap<String, String>) -> OwnedAttrs {
+    owned_with_labels(
+        symbols,
+        &[(keys::PEER_NAME, name)],
+        keys::PEER_LABELS,
+        labels,
+    )
+}
+
+/// Numbers every key and pair the documents' selectors mention.
+fn symbols_of(docs: &Docs) -> Symbols {
+    let mut symbols = Symbols::default();
+    for doc in docs.values() {
+        let (from, to): (&[Workload], &[Workload]) = match &doc.spec {
+            Spec::Access(s) => (&s.from, &s.to),
+            Spec::ConnectionLimit(s) => (&s.from, &s.to),
+            Spec::RateLimit(s) => (&s.from, &s.to),
+            Spec::LoadBalancing(s) => (&s.from, &[]),
+            Spec::WorkloadSet(s) => {
+                for sel in s.selectors.iter() {
+                    symbols.intern_selector(sel);
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        for item in from.iter().chain(to) {
+            if let Workload::Selector(s) = item {
+                symbols.intern_selector(s);
+            }
+        }
+    }
+    symbols
 }
 
 /// Resolves `from`/`to` items into selectors (WorkloadSets expanded).
@@ -253,6 +290,8 @@ pub fn build(
         }
     }
 
+    let symbols = symbols_of(&docs);
+
     // Inventory.
     let mut peers: FxHashMap<PeerName, Arc<PeerEntry>> = FxHashMap::default();
     {
@@ -262,7 +301,7 @@ pub fn build(
                 let name = PeerName::from(&*doc.key.name);
                 let open = counters.entry(name.clone()).or_default().clone();
                 let entry = PeerEntry {
-                    attrs: peer_attrs(name.as_str(), &doc.labels),
+                    attrs: peer_attrs(&symbols, name.as_str(), &doc.labels),
                     labels: doc.labels.clone(),
                     reachable: p.reachable,
                     open,
@@ -275,23 +314,30 @@ pub fn build(
     let mut peer_order: Vec<Arc<PeerEntry>> = peers.values().cloned().collect();
     peer_order.sort_by(|a, b| a.name.cmp(&b.name));
     let local = peers.get(env.local_peer).cloned();
+    let local_attrs = match &local {
+        Some(p) => p.attrs.clone(),
+        None => peer_attrs(&symbols, env.local_peer.as_str(), &BTreeMap::new()),
+    };
 
     let mut exports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, ExportEntry>> = FxHashMap::default();
     let mut lb_by_import: FxHashMap<(Arc<str>, Arc<str>), Vec<&Document>> = FxHashMap::default();
     for doc in docs.values() {
         match &doc.spec {
             Spec::Export => {
-                let attrs = owned_with_labels(
+                let mut attrs = owned_with_labels(
+                    &symbols,
                     &[
                         (keys::EXPORT_NAME, &doc.key.name),
                         (keys::EXPORT_NAMESPACE, &doc.key.namespace),
                     ],
                     keys::EXPORT_LABELS,
                     &doc.labels,
-                );
+                )
+                .into_vec();
+                attrs.extend_from_slice(&local_attrs);
                 let entry = ExportEntry {
                     reference: doc.key.reference(),
-                    attrs,
+                    attrs: attrs.into(),
                 };
                 exports
                     .entry(doc.key.namespace.clone())
@@ -315,20 +361,31 @@ pub fn build(
             continue;
         };
         let prev_import = prev.and_then(|p| p.import(&doc.key.namespace, &doc.key.name));
+        let label_attrs = owned_with_labels(&symbols, &[], keys::EXPORT_LABELS, &doc.labels);
         let sources = spec
             .sources
             .iter()
-            .map(|s| SourceEntry {
-                peer: peers.get(&s.peer).cloned(),
-                attrs: owned_with_labels(
+            .map(|s| {
+                let peer = peers.get(&s.peer).cloned();
+                let mut attrs = owned_with_labels(
+                    &symbols,
                     &[
                         (keys::EXPORT_NAME, s.export_name.as_str()),
                         (keys::EXPORT_NAMESPACE, s.export_namespace.as_str()),
                     ],
                     keys::EXPORT_LABELS,
                     std::iter::empty(),
-                ),
-                source: s.clone(),
+                )
+                .into_vec();
+                attrs.extend_from_slice(&label_attrs);
+                if let Some(p) = &peer {
+                    attrs.extend_from_slice(&p.attrs);
+                }
+                SourceEntry {
+                    peer,
+                    attrs: attrs.into(),
+                    source: s.clone(),
+                }
             })
             .collect();
         let mut lb_policies = Vec::new();
@@ -361,12 +418,12 @@ pub fn build(
         let entry = ImportEntry {
             key: doc.key.clone(),
             namespace: doc.key.namespace.clone(),
-            label_attrs: owned_with_labels(&[], keys::EXPORT_LABELS, &doc.labels),
+            label_attrs,
             sources,
             scheme: spec.lb_scheme,
             counter: prev_import.map(|p| p.counter.clone()).unwrap_or_default(),
             lb_policies,
-            lb_index: MatchIndex::build(lb_rules),
+            lb_index: MatchIndex::build(lb_rules, &symbols),
         };
         imports
             .entry(doc.key.namespace.clone())
@@ -375,7 +432,7 @@ pub fn build(
     }
 
     // Policies.
-    let acl = AclTables::build(&docs, &sets, selectors).map_err(invalid)?;
+    let acl = AclTables::build(&docs, &sets, selectors, &symbols).map_err(invalid)?;
     let mut conn_limits = Vec::new();
     let mut conn_rules = Vec::new();
     let mut rate_limits = Vec::new();
@@ -510,7 +567,7 @@ pub fn build(
 
     Ok(Snapshot {
         revision,
-        local_attrs: peer_attrs(env.local_peer.as_str(), &BTreeMap::new()),
+        local_attrs,
         local_peer: env.local_peer.clone(),
         peers,
         peer_order,
@@ -518,13 +575,14 @@ pub fn build(
         exports,
         imports,
         acl,
-        conn_index: MatchIndex::build(conn_rules),
+        conn_index: MatchIndex::build(conn_rules, &symbols),
         conn_limits,
-        rate_index: MatchIndex::build(rate_rules),
+        rate_index: MatchIndex::build(rate_rules, &symbols),
         rate_limits,
         chains,
         wasm,
         docs,
+        symbols,
     })
 }
 
