@@ -148,14 +148,27 @@ struct Slot {
 }
 
 /// Rule ids (ascending, flagged [`EXACT`] where it applies) filed under pair numbers.
+///
+/// Most probes find nothing. A bit per key hash (16 bits per key, so a few percent of
+/// false hits) answers those from a table small enough to stay in cache, so a probe that
+/// misses costs no trip to memory even when the table is large.
 #[derive(Default)]
 struct Postings {
     table: HashTable<Slot>,
     lists: Box<[u32]>,
+    filter: Box<[u64]>,
 }
 
 fn slot_hash(key: u64) -> u64 {
     crate::runtime::mix64(key)
+}
+
+/// The filter word and bit of a hash: bits the table's own probing does not lean on
+/// (hashbrown takes the top 7 bits and the low ones).
+#[inline]
+fn filter_place(hash: u64, mask: usize) -> (usize, u64) {
+    let word = (hash >> 20) as usize & mask;
+    (word, 1u64 << ((hash >> 14) & 63))
 }
 
 impl Postings {
@@ -183,24 +196,62 @@ impl Postings {
             };
             table.insert_unique(slot_hash(*key), slot, |s| slot_hash(s.key));
         }
+        let words = (filed.len() * 16 / 64).next_power_of_two();
+        let mut filter = vec![0u64; words];
+        let mask = words - 1;
+        for key in filed.keys() {
+            let (word, bit) = filter_place(slot_hash(*key), mask);
+            if let Some(w) = filter.get_mut(word) {
+                *w |= bit;
+            }
+        }
         Postings {
             table,
             lists: lists.into(),
+            filter: filter.into(),
         }
     }
 
     #[inline]
     fn get(&self, key: u64) -> &[u32] {
-        if self.table.is_empty() {
+        let hash = slot_hash(key);
+        let (word, bit) = filter_place(hash, self.filter.len().wrapping_sub(1));
+        if self.filter.get(word).is_none_or(|w| w & bit == 0) {
             return &[];
         }
-        match self.table.find(slot_hash(key), |s| s.key == key) {
+        match self.table.find(hash, |s| s.key == key) {
             Some(s) if s.len == 1 => std::slice::from_ref(&s.start),
             Some(s) => self
                 .lists
                 .get(s.start as usize..(s.start as usize + s.len as usize))
                 .unwrap_or_default(),
             None => &[],
+        }
+    }
+}
+
+/// A set of key numbers: a bit each for the small ones (the well-known keys and the first
+/// label keys), a list for the rest.
+#[derive(Default)]
+struct KeySet {
+    bits: u64,
+    more: SmallVec<[u32; 2]>,
+}
+
+impl KeySet {
+    fn insert(&mut self, kid: u32) {
+        match 1u64.checked_shl(kid) {
+            Some(bit) => self.bits |= bit,
+            None if !self.more.contains(&kid) => self.more.push(kid),
+            None => {}
+        }
+    }
+
+    #[inline]
+    fn contains(&self, kid: u32) -> bool {
+        match 1u64.checked_shl(kid) {
+            Some(bit) => self.bits & bit != 0,
+            None => kid != NONE && self.more.contains(&kid),
         }
     }
 }
@@ -219,10 +270,10 @@ pub struct MatchIndex {
     /// Rules filed under a (source pair, destination pair).
     pairs: Postings,
     /// The keys of the pairs each table files under: only those attributes are probed.
-    from_keys: SmallVec<[u32; 4]>,
-    to_keys: SmallVec<[u32; 4]>,
-    pair_from_keys: SmallVec<[u32; 4]>,
-    pair_to_keys: SmallVec<[u32; 4]>,
+    from_keys: KeySet,
+    to_keys: KeySet,
+    pair_from_keys: KeySet,
+    pair_to_keys: KeySet,
     /// Rules with nothing to index on either side; ascending, flagged.
     scan: Box<[u32]>,
 }
@@ -296,11 +347,8 @@ fn everything(side: &[Compiled]) -> bool {
     side.iter().any(Compiled::is_everything)
 }
 
-fn add_key(keys: &mut SmallVec<[u32; 4]>, symbols: &Symbols, pid: u32) {
-    let kid = symbols.key_of(pid);
-    if !keys.contains(&kid) {
-        keys.push(kid);
-    }
+fn add_key(keys: &mut KeySet, symbols: &Symbols, pid: u32) {
+    keys.insert(symbols.key_of(pid));
 }
 
 fn pair_key(from: u32, to: u32) -> u64 {
@@ -399,30 +447,30 @@ impl MatchIndex {
     fn probe<'i>(&'i self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found: impl FnMut(&'i [u32])) {
         found(&self.scan);
         if !self.from.table.is_empty() {
-            for p in src.pairs() {
-                if p.pid != NONE && self.from_keys.contains(&p.kid) {
-                    found(self.from.get(u64::from(p.pid)));
+            src.each_number(|kid, pid| {
+                if self.from_keys.contains(kid) && pid != NONE {
+                    found(self.from.get(u64::from(pid)));
                 }
-            }
+            });
         }
         if !self.to.table.is_empty() {
-            for p in dst.pairs() {
-                if p.pid != NONE && self.to_keys.contains(&p.kid) {
-                    found(self.to.get(u64::from(p.pid)));
+            dst.each_number(|kid, pid| {
+                if self.to_keys.contains(kid) && pid != NONE {
+                    found(self.to.get(u64::from(pid)));
                 }
-            }
+            });
         }
         if !self.pairs.table.is_empty() {
-            for f in src.pairs() {
-                if f.pid == NONE || !self.pair_from_keys.contains(&f.kid) {
-                    continue;
+            src.each_number(|fk, fp| {
+                if !self.pair_from_keys.contains(fk) || fp == NONE {
+                    return;
                 }
-                for t in dst.pairs() {
-                    if t.pid != NONE && self.pair_to_keys.contains(&t.kid) {
-                        found(self.pairs.get(pair_key(f.pid, t.pid)));
+                dst.each_number(|tk, tp| {
+                    if self.pair_to_keys.contains(tk) && tp != NONE {
+                        found(self.pairs.get(pair_key(fp, tp)));
                     }
-                }
-            }
+                });
+            });
         }
     }
 
