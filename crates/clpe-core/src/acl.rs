@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::agent::{Agent, Verdict};
 use crate::attrs::Attrs;
 use crate::context::{Context, Notes, Scope};
+use crate::dispatcher::thread_local_name;
 use crate::document::{Action, Document, Kind, Spec, Workload};
 use crate::error::{AgentError, DocError};
 use crate::index::{MatchIndex, Rule};
@@ -226,8 +227,8 @@ impl Acl {
                 matched_by: Some(r.matched_by.clone()),
             }),
             None => Some(Verdict::Deny {
-                reason: acl.default_reason.clone(),
-                matched_by: Some(acl.default_deny.clone()),
+                reason: thread_local_name(&acl.default_reason),
+                matched_by: Some(thread_local_name(&acl.default_deny)),
             }),
         }
     }

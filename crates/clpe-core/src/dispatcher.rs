@@ -389,144 +389,147 @@ impl Engine {
                 return response;
             }
         };
-        let mut cx = Context {
-            snapshot,
-            runtime,
-            event,
-            scope,
-            now,
-            dry_run: opts.dry_run,
-            src: source_attrs(snapshot, event),
-            candidates: Default::default(),
-            target: None,
-            fallbacks: Default::default(),
-            target_peers: Vec::new(),
-            services: Vec::new(),
-            decision: None,
-            rate_limit: None,
-            slots: Vec::new(),
-            lease: None,
-            annotations: Default::default(),
-            connection_id: match event {
-                Event::NewConnection(e) => e.connection_id.clone(),
-                _ => None,
-            },
-            closed: None,
-            allows: Default::default(),
-            notes: Notes {
-                current_agent: &self.texts.empty,
-                matched: Vec::new(),
-                would_deny: Vec::new(),
-                explain: opts.explain,
-            },
-        };
-        if let Scope::Egress { import } = scope {
-            cx.candidates = import
-                .sources
-                .iter()
-                .enumerate()
-                .filter_map(|(order, source)| {
-                    let peer = source.peer.as_deref()?;
-                    (peer.name != snapshot.local_peer).then_some(Candidate {
-                        source,
-                        peer,
-                        order,
-                    })
-                })
-                .collect();
-        }
-        let mut trace = opts.explain.then(Vec::new);
         let mut timings: smallvec::SmallVec<[(Arc<str>, u64); 6]> = smallvec::SmallVec::new();
         let mut failures: smallvec::SmallVec<[Arc<str>; 1]> = smallvec::SmallVec::new();
-        let mut denial: Option<Denial> = None;
-        let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
-        for link in chain {
-            cx.notes.current_agent = &link.agent_name;
-            let saw = trace.as_ref().map(|_| cx.view());
-            let t0 = ticker.map(|t| t());
-            let result = link.agent.decide(&mut cx);
-            if let (Some(t), Some(t0)) = (ticker, t0) {
-                timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
+        // The context lives in this block and is dropped in place (moving it would copy
+        // it): slots a denied chain reserved are given back before the monitor observes.
+        let (response, closed) = {
+            let mut cx = Context {
+                snapshot,
+                runtime,
+                event,
+                scope,
+                now,
+                dry_run: opts.dry_run,
+                src: source_attrs(snapshot, event),
+                candidates: Default::default(),
+                target: None,
+                fallbacks: Default::default(),
+                target_peers: Vec::new(),
+                services: Vec::new(),
+                decision: None,
+                rate_limit: None,
+                slots: Vec::new(),
+                lease: None,
+                annotations: Default::default(),
+                connection_id: match event {
+                    Event::NewConnection(e) => e.connection_id.clone(),
+                    _ => None,
+                },
+                closed: None,
+                allows: Default::default(),
+                notes: Notes {
+                    current_agent: &self.texts.empty,
+                    matched: Vec::new(),
+                    would_deny: Vec::new(),
+                    explain: opts.explain,
+                },
+            };
+            if let Scope::Egress { import } = scope {
+                cx.candidates = import
+                    .sources
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(order, source)| {
+                        let peer = source.peer.as_deref()?;
+                        (peer.name != snapshot.local_peer).then_some(Candidate {
+                            source,
+                            peer,
+                            order,
+                        })
+                    })
+                    .collect();
             }
-            let (outcome, detail) = match result {
-                Ok(Verdict::Continue) => ("continue", None),
-                Ok(Verdict::Allow { matched_by }) => {
-                    cx.decision = Some(Decision::Allow);
-                    if let Some(m) = matched_by {
-                        cx.allow(None, m);
-                    }
-                    ("allow", None)
+            let mut trace = opts.explain.then(Vec::new);
+            let mut denial: Option<Denial> = None;
+            let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
+            for link in chain {
+                cx.notes.current_agent = &link.agent_name;
+                let saw = trace.as_ref().map(|_| cx.view());
+                let t0 = ticker.map(|t| t());
+                let result = link.agent.decide(&mut cx);
+                if let (Some(t), Some(t0)) = (ticker, t0) {
+                    timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
                 }
-                Ok(Verdict::Deny { reason, matched_by }) => {
-                    cx.decision = Some(Decision::Deny);
-                    denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
-                    ("deny", Some(reason))
-                }
-                Err(e) => {
-                    failures.push(link.agent_name.clone());
-                    match link.failure_mode {
-                        FailureMode::Closed => {
-                            let reason: Arc<str> = format!(
-                                "agent {} failed: {e} (failure mode closed)",
-                                link.agent_name
-                            )
-                            .into();
-                            cx.decision = Some(Decision::Deny);
-                            denial = Some((reason.clone(), None, link.agent_name.clone()));
-                            ("failed", Some(reason))
+                let (outcome, detail) = match result {
+                    Ok(Verdict::Continue) => ("continue", None),
+                    Ok(Verdict::Allow { matched_by }) => {
+                        cx.decision = Some(Decision::Allow);
+                        if let Some(m) = matched_by {
+                            cx.allow(None, m);
                         }
-                        FailureMode::Open => (
-                            "skipped",
-                            Some(
-                                format!(
-                                    "agent {} failed: {e} (failure mode open)",
+                        ("allow", None)
+                    }
+                    Ok(Verdict::Deny { reason, matched_by }) => {
+                        cx.decision = Some(Decision::Deny);
+                        denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
+                        ("deny", Some(reason))
+                    }
+                    Err(e) => {
+                        failures.push(link.agent_name.clone());
+                        match link.failure_mode {
+                            FailureMode::Closed => {
+                                let reason: Arc<str> = format!(
+                                    "agent {} failed: {e} (failure mode closed)",
                                     link.agent_name
                                 )
-                                .into(),
+                                .into();
+                                cx.decision = Some(Decision::Deny);
+                                denial = Some((reason.clone(), None, link.agent_name.clone()));
+                                ("failed", Some(reason))
+                            }
+                            FailureMode::Open => (
+                                "skipped",
+                                Some(
+                                    format!(
+                                        "agent {} failed: {e} (failure mode open)",
+                                        link.agent_name
+                                    )
+                                    .into(),
+                                ),
                             ),
-                        ),
+                        }
                     }
+                };
+                if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
+                    let would_deny = cx
+                        .notes
+                        .would_deny
+                        .iter()
+                        .filter(|(a, _)| *a == link.agent_name)
+                        .map(|(_, p)| p.clone())
+                        .collect();
+                    trace.push(TraceEntry {
+                        agent: link.agent_name.clone(),
+                        subscription: link.subscription.clone(),
+                        priority: link.priority,
+                        outcome: outcome.to_owned(),
+                        saw,
+                        left: cx.view(),
+                        matched: std::mem::take(&mut cx.notes.matched),
+                        would_deny,
+                        detail: detail.map(|d| d.to_string()).unwrap_or_default(),
+                    });
                 }
-            };
-            if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
-                let would_deny = cx
-                    .notes
-                    .would_deny
-                    .iter()
-                    .filter(|(a, _)| *a == link.agent_name)
-                    .map(|(_, p)| p.clone())
-                    .collect();
-                trace.push(TraceEntry {
-                    agent: link.agent_name.clone(),
-                    subscription: link.subscription.clone(),
-                    priority: link.priority,
-                    outcome: outcome.to_owned(),
-                    saw,
-                    left: cx.view(),
-                    matched: std::mem::take(&mut cx.notes.matched),
-                    would_deny,
-                    detail: detail.map(|d| d.to_string()).unwrap_or_default(),
-                });
+                if denial.is_some() {
+                    break;
+                }
             }
-            if denial.is_some() {
-                break;
+            // Stitch: an allowed egress connection needs a target.
+            if denial.is_none()
+                && let Scope::Egress { import } = scope
+                && !cx.ensure_target()
+            {
+                let reason = format!(
+                    "no candidate peer left for Import {}",
+                    import.key.reference()
+                );
+                denial = Some((reason.into(), None, self.texts.empty.clone()));
             }
-        }
-        // Stitch: an allowed egress connection needs a target.
-        if denial.is_none()
-            && let Scope::Egress { import } = scope
-            && !cx.ensure_target()
-        {
-            let reason = format!(
-                "no candidate peer left for Import {}",
-                import.key.reference()
-            );
-            denial = Some((reason.into(), None, self.texts.empty.clone()));
-        }
-        let mut response = self.respond(&mut cx, denial, opts);
-        response.trace = trace;
-        let closed = cx.closed.take();
-        drop(cx);
+            let mut response = self.respond(&mut cx, denial, opts);
+            response.trace = trace;
+            (response, cx.closed.take())
+        };
         self.observe(
             chain,
             event,
@@ -557,29 +560,32 @@ impl Engine {
                 policy: p.clone(),
             })
             .collect();
-        let mut r = Response {
-            decision: Decision::Allow,
-            target_peer: None,
-            fallback_peers: None,
-            target_peers: None,
-            services: None,
-            rate_limit: None,
-            connection_id: None,
-            matched_by: None,
-            decided_by: None,
-            reason: self.texts.empty.clone(),
-            would_deny,
-            annotations: std::mem::take(&mut cx.annotations),
-            trace: None,
+        let annotations = std::mem::take(&mut cx.annotations);
+        let blank = |decision: Decision, reason: Arc<str>| {
+            let mut r = Response {
+                decision,
+                target_peer: None,
+                fallback_peers: None,
+                target_peers: None,
+                services: None,
+                rate_limit: None,
+                connection_id: None,
+                matched_by: None,
+                decided_by: None,
+                reason,
+                would_deny,
+                annotations,
+                trace: None,
+            };
+            match event_type {
+                EventType::ExposeService => r.target_peers = Some(Vec::new()),
+                EventType::ServiceListRequest => r.services = Some(Vec::new()),
+                _ => {}
+            }
+            r
         };
-        match event_type {
-            EventType::ExposeService => r.target_peers = Some(Vec::new()),
-            EventType::ServiceListRequest => r.services = Some(Vec::new()),
-            _ => {}
-        }
         if let Some((reason, matched_by, agent)) = denial {
-            r.decision = Decision::Deny;
-            r.reason = reason;
+            let mut r = blank(Decision::Deny, reason);
             r.matched_by = matched_by;
             r.decided_by = (!agent.is_empty()).then_some(agent);
             if let Event::NewConnection(e) = cx.event
@@ -599,17 +605,22 @@ impl Engine {
             None => cx.allows.iter().position(|m| m.peer.is_none()),
         };
         let mark = position.map(|i| cx.allows.swap_remove(i));
-        r.reason = match mark {
+        // A close is acknowledged, whoever allowed it.
+        let closed = event_type == EventType::ConnectionClosed;
+        let mut r = match mark {
             Some(m) => {
                 let reason = match m.reason {
+                    _ if closed => thread_local_name(&self.texts.acknowledged),
                     Some(reason) => reason.into_arc(),
                     None => format!("allowed by {} ({})", m.matched_by.as_str(), m.agent).into(),
                 };
+                let mut r = blank(Decision::Allow, reason);
                 r.matched_by = Some(m.matched_by.into_arc());
                 r.decided_by = Some(thread_local_name(m.agent));
-                reason
+                r
             }
-            None => self.texts.no_denial.clone(),
+            None if closed => blank(Decision::Allow, thread_local_name(&self.texts.acknowledged)),
+            None => blank(Decision::Allow, thread_local_name(&self.texts.no_denial)),
         };
         match cx.event {
             Event::NewConnection(e) => {
@@ -650,7 +661,7 @@ impl Engine {
                 services.dedup();
                 r.services = Some(services);
             }
-            Event::ConnectionClosed(_) => r.reason = self.texts.acknowledged.clone(),
+            Event::ConnectionClosed(_) => {}
         }
         r
     }
@@ -693,11 +704,12 @@ impl Engine {
     }
 }
 
-/// A copy of a shared name (an agent's) owned by this thread: responses carry names
-/// whose reference counts only this thread touches, so threads deciding at once do not
-/// fight over one counter. The cache keeps each original alive, so an address it holds
-/// cannot be reused for another name.
-fn thread_local_name(name: &Arc<str>) -> Arc<str> {
+/// A copy of a shared text (an agent's name, the default deny's words) owned by this
+/// thread: responses carry texts whose reference counts only this thread touches, so
+/// threads deciding at once do not fight over one counter. Only for the few texts many
+/// decisions share: the cache holds 64. It keeps each original alive, so an address it
+/// holds cannot be reused for another text.
+pub(crate) fn thread_local_name(name: &Arc<str>) -> Arc<str> {
     thread_local! {
         static NAMES: std::cell::RefCell<Vec<(Arc<str>, Arc<str>)>> = const { std::cell::RefCell::new(Vec::new()) };
     }

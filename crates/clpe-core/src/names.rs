@@ -1,7 +1,10 @@
 //! Newtypes for the names that cross module boundaries, and the engine's notion of time.
+//!
+//! Names are small strings kept inline (up to 23 bytes; longer ones are shared): copying
+//! one into a response or a record touches no counter another thread also touches.
 
+use smol_str::SmolStr;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,11 +13,11 @@ macro_rules! name_type {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(Arc<str>);
+        pub struct $name(SmolStr);
 
         impl $name {
-            pub fn new(s: impl Into<Arc<str>>) -> Self {
-                Self(s.into())
+            pub fn new(s: impl AsRef<str>) -> Self {
+                Self(SmolStr::new(s))
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -35,7 +38,7 @@ macro_rules! name_type {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.into())
+                Self(SmolStr::new(s))
             }
         }
 
