@@ -10,6 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
+use smol_str::SmolStr;
 
 use crate::selector::{Op, Selector};
 
@@ -52,8 +53,8 @@ fn value_hash(kid: u32, value: &str) -> u64 {
 #[derive(Debug)]
 pub struct Symbols {
     keys: FxHashMap<Box<str>, u32>,
-    /// (key number, value, pair number).
-    pairs: HashTable<(u32, Box<str>, u32)>,
+    /// (key number, value, pair number); short values are kept inline.
+    pairs: HashTable<(u32, SmolStr, u32)>,
     /// The key number of each pair number.
     pair_keys: Vec<u32>,
 }
@@ -94,7 +95,7 @@ impl Symbols {
         let pid = self.pair_keys.len() as u32;
         self.pair_keys.push(kid);
         self.pairs
-            .insert_unique(hash, (kid, value.into(), pid), |(k, v, _)| {
+            .insert_unique(hash, (kid, SmolStr::new(value), pid), |(k, v, _)| {
                 value_hash(*k, v)
             });
         pid

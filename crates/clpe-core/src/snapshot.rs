@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 
 use crate::acl::AclTables;
 use crate::agent::Agent;
@@ -127,7 +128,7 @@ pub struct Snapshot {
     /// The local peer's name as attributes, when the inventory does not have it.
     pub local_attrs: OwnedAttrs,
     /// namespace → name → export.
-    pub exports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, ExportEntry>>,
+    pub exports: FxHashMap<Arc<str>, FxHashMap<SmolStr, ExportEntry>>,
     /// namespace → name → import.
     pub imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>>,
     pub acl: AclTables,
@@ -319,7 +320,7 @@ pub fn build(
         None => peer_attrs(&symbols, env.local_peer.as_str(), &BTreeMap::new()),
     };
 
-    let mut exports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, ExportEntry>> = FxHashMap::default();
+    let mut exports: FxHashMap<Arc<str>, FxHashMap<SmolStr, ExportEntry>> = FxHashMap::default();
     let mut lb_by_import: FxHashMap<(Arc<str>, Arc<str>), Vec<&Document>> = FxHashMap::default();
     for doc in docs.values() {
         match &doc.spec {
@@ -342,7 +343,7 @@ pub fn build(
                 exports
                     .entry(doc.key.namespace.clone())
                     .or_default()
-                    .insert(doc.key.name.clone(), entry);
+                    .insert(SmolStr::new(&*doc.key.name), entry);
             }
             Spec::LoadBalancing(lb) => {
                 lb_by_import
