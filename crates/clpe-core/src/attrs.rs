@@ -158,8 +158,32 @@ pub struct Pair {
 }
 
 /// The attribute pairs of an inventory item (a peer's name and labels, an export's name,
-/// namespace and labels), precomputed at apply time.
-pub type OwnedAttrs = Box<[Pair]>;
+/// namespace and labels), precomputed at apply time: the strings, and beside them, held
+/// inline in the item itself, the numbers matching reads.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedAttrs {
+    pairs: Box<[Pair]>,
+    /// (key number, pair number) of each pair.
+    ids: SmallVec<[(u32, u32); 6]>,
+}
+
+impl OwnedAttrs {
+    pub fn new(pairs: Vec<Pair>) -> OwnedAttrs {
+        OwnedAttrs {
+            ids: pairs.iter().map(|p| (p.kid, p.pid)).collect(),
+            pairs: pairs.into(),
+        }
+    }
+
+    /// The pairs of several items, in order (their keys must not overlap).
+    pub fn concat(parts: &[&OwnedAttrs]) -> OwnedAttrs {
+        OwnedAttrs::new(parts.iter().flat_map(|p| p.pairs.iter().cloned()).collect())
+    }
+
+    pub fn pairs(&self) -> &[Pair] {
+        &self.pairs
+    }
+}
 
 /// A borrowed attribute pair with its numbers.
 #[derive(Clone, Copy, Debug)]
@@ -181,6 +205,8 @@ pub struct PairRef<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Attrs<'a> {
     base: &'a [Pair],
+    /// The base's numbers, read in place.
+    ids: &'a [(u32, u32)],
     extra: SmallVec<[PairRef<'a>; 2]>,
 }
 
@@ -199,9 +225,10 @@ impl<'a> Attrs<'a> {
     }
 
     /// A map of precomputed pairs.
-    pub fn over(base: &'a [Pair]) -> Self {
+    pub fn over(base: &'a OwnedAttrs) -> Self {
         Attrs {
-            base,
+            base: &base.pairs,
+            ids: &base.ids,
             extra: SmallVec::new(),
         }
     }
@@ -233,15 +260,15 @@ impl<'a> Attrs<'a> {
     /// Whether the map holds the pair numbered `pid`.
     #[inline]
     pub fn has_pair(&self, pid: u32) -> bool {
-        self.base.iter().any(|p| p.pid == pid) || self.extra.iter().any(|p| p.pid == pid)
+        self.ids.iter().any(|p| p.1 == pid) || self.extra.iter().any(|p| p.pid == pid)
     }
 
     /// The pair number of the key numbered `kid`: `None` when the key is absent,
     /// `Some(NONE)` when its value is one no selector mentions.
     #[inline]
     pub fn pair_of(&self, kid: u32) -> Option<u32> {
-        match self.base.iter().find(|p| p.kid == kid) {
-            Some(p) => Some(p.pid),
+        match self.ids.iter().find(|p| p.0 == kid) {
+            Some(p) => Some(p.1),
             None => self.extra.iter().find(|p| p.kid == kid).map(|p| p.pid),
         }
     }
@@ -249,8 +276,8 @@ impl<'a> Attrs<'a> {
     /// Calls `f` with the numbers (key, pair) of every pair, the base first.
     #[inline]
     pub fn each_number(&self, mut f: impl FnMut(u32, u32)) {
-        for p in self.base {
-            f(p.kid, p.pid);
+        for &(kid, pid) in self.ids {
+            f(kid, pid);
         }
         for p in &self.extra {
             f(p.kid, p.pid);
@@ -292,5 +319,5 @@ pub fn owned_with_labels<'l>(
     for (k, v) in labels {
         out.push(symbols.owned(&format!("{label_prefix}{k}"), v));
     }
-    out.into_boxed_slice()
+    OwnedAttrs::new(out)
 }

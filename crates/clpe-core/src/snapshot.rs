@@ -191,7 +191,7 @@ impl Snapshot {
     }
 
     /// The local peer's attributes (name, and labels when the inventory has it).
-    pub fn local_attrs(&self) -> &[crate::attrs::Pair] {
+    pub fn local_attrs(&self) -> &OwnedAttrs {
         match &self.local {
             Some(p) => &p.attrs,
             None => &self.local_attrs,
@@ -325,7 +325,7 @@ pub fn build(
     for doc in docs.values() {
         match &doc.spec {
             Spec::Export => {
-                let mut attrs = owned_with_labels(
+                let own = owned_with_labels(
                     &symbols,
                     &[
                         (keys::EXPORT_NAME, &doc.key.name),
@@ -333,12 +333,11 @@ pub fn build(
                     ],
                     keys::EXPORT_LABELS,
                     &doc.labels,
-                )
-                .into_vec();
-                attrs.extend_from_slice(&local_attrs);
+                );
+                let attrs = OwnedAttrs::concat(&[&own, &local_attrs]);
                 let entry = ExportEntry {
                     reference: doc.key.reference(),
-                    attrs: attrs.into(),
+                    attrs,
                 };
                 exports
                     .entry(doc.key.namespace.clone())
@@ -368,7 +367,7 @@ pub fn build(
             .iter()
             .map(|s| {
                 let peer = peers.get(&s.peer).cloned();
-                let mut attrs = owned_with_labels(
+                let own = owned_with_labels(
                     &symbols,
                     &[
                         (keys::EXPORT_NAME, s.export_name.as_str()),
@@ -376,15 +375,14 @@ pub fn build(
                     ],
                     keys::EXPORT_LABELS,
                     std::iter::empty(),
-                )
-                .into_vec();
-                attrs.extend_from_slice(&label_attrs);
-                if let Some(p) = &peer {
-                    attrs.extend_from_slice(&p.attrs);
-                }
+                );
+                let attrs = match &peer {
+                    Some(p) => OwnedAttrs::concat(&[&own, &label_attrs, &p.attrs]),
+                    None => OwnedAttrs::concat(&[&own, &label_attrs]),
+                };
                 SourceEntry {
                     peer,
-                    attrs: attrs.into(),
+                    attrs,
                     source: s.clone(),
                 }
             })
