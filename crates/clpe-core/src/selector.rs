@@ -1,7 +1,12 @@
 //! Kubernetes label selectors, compiled once at apply time and matched per decision.
 
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
+use smol_str::SmolStr;
 
 use crate::attrs::Attrs;
 use crate::error::FieldError;
@@ -28,7 +33,8 @@ pub struct Expression {
 /// A compiled selector: every label and every requirement must hold.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Selector {
-    pub labels: Box<[(Box<str>, Box<str>)]>,
+    /// Values are short and kept inline; long keys are shared (see [`sharing`]).
+    pub labels: Box<[(SmolStr, SmolStr)]>,
     pub requirements: Box<[Requirement]>,
 }
 
@@ -75,7 +81,7 @@ impl Selector {
             let at = format!("{path}.matchLabels");
             check_key(k).map_err(|m| FieldError::new(&at, m))?;
             check_value(v).map_err(|m| FieldError::new(&format!("{at}.{k}"), m))?;
-            labels.push((Box::from(k.as_str()), Box::from(v.as_str())));
+            labels.push((shared_key(k), SmolStr::new(v)));
         }
         let mut requirements = Vec::with_capacity(raw.match_expressions.len());
         for (i, e) in raw.match_expressions.iter().enumerate() {
@@ -138,6 +144,67 @@ impl Requirement {
             (Op::DoesNotExist, v) => v.is_none(),
         }
     }
+}
+
+/// What a batch of documents compiled so far, to share: thousands of policies name the
+/// same few keys and often the very same selector.
+#[derive(Default)]
+struct Shared {
+    keys: FxHashSet<SmolStr>,
+    selectors: FxHashSet<Arc<Selector>>,
+}
+
+thread_local! {
+    static SHARED: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (parsing a batch) so that, on this thread, identical selectors it compiles
+/// share one allocation, and label keys one string. Nothing is kept once `f` returns.
+pub fn sharing<R>(f: impl FnOnce() -> R) -> R {
+    let started = SHARED.with(|s| {
+        let mut s = s.borrow_mut();
+        let fresh = s.is_none();
+        if fresh {
+            *s = Some(Shared::default());
+        }
+        fresh
+    });
+    let result = f();
+    if started {
+        SHARED.with(|s| s.borrow_mut().take());
+    }
+    result
+}
+
+/// A label key, shared with the batch's other selectors when [`sharing`].
+fn shared_key(key: &str) -> SmolStr {
+    SHARED.with(|s| match s.borrow_mut().as_mut() {
+        Some(shared) => match shared.keys.get(key) {
+            Some(k) => k.clone(),
+            None => {
+                let k = SmolStr::new(key);
+                shared.keys.insert(k.clone());
+                k
+            }
+        },
+        None => SmolStr::new(key),
+    })
+}
+
+/// A compiled selector behind an `Arc`: the batch's copy when an identical one was
+/// compiled before (when [`sharing`]).
+pub fn shared(selector: Selector) -> Arc<Selector> {
+    SHARED.with(|s| match s.borrow_mut().as_mut() {
+        Some(shared) => match shared.selectors.get(&selector) {
+            Some(a) => a.clone(),
+            None => {
+                let a = Arc::new(selector);
+                shared.selectors.insert(a.clone());
+                a
+            }
+        },
+        None => Arc::new(selector),
+    })
 }
 
 /// Kubernetes label-key syntax: an optional DNS-subdomain prefix and `/`, then a name of

@@ -26,6 +26,13 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, ApplyError> {
 /// `moduleFile`) take a fast path that builds no tree at all.
 pub fn parse_documents_with(
     text: &str,
+    prepare: impl FnMut(&mut Value) -> Result<(), String>,
+) -> Result<Vec<Document>, ApplyError> {
+    crate::selector::sharing(|| parse_all(text, prepare))
+}
+
+fn parse_all(
+    text: &str,
     mut prepare: impl FnMut(&mut Value) -> Result<(), String>,
 ) -> Result<Vec<Document>, ApplyError> {
     let items = items(text)?;

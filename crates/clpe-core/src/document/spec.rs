@@ -357,7 +357,8 @@ pub(super) fn parse_spec(kind: Kind, spec: SpecSource<'_>) -> Result<Spec, Field
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    Selector::compile(s, &format!("spec.workloadSelectors[{i}]")).map(Arc::new)
+                    Selector::compile(s, &format!("spec.workloadSelectors[{i}]"))
+                        .map(crate::selector::shared)
                 })
                 .collect::<Result<_, _>>()?;
             Spec::WorkloadSet(Arc::new(WorkloadSetSpec { selectors }))
@@ -522,7 +523,9 @@ fn lb_spec(raw: RawLb) -> Result<LbSpec, FieldError> {
     check_name(&raw.import, 253).map_err(|m| FieldError::new("spec.import", m))?;
     let from = match &raw.from {
         Some(items) => workloads(items, "spec.from")?,
-        None => Box::new([Workload::Selector(Arc::new(Selector::everything()))]),
+        None => Box::new([Workload::Selector(crate::selector::shared(
+            Selector::everything(),
+        ))]),
     };
     let only = |present: bool, field: &str, scheme: Scheme| -> Result<(), FieldError> {
         if present && raw.scheme != scheme {
@@ -599,10 +602,9 @@ fn workloads(items: &[RawWorkload], path: &str) -> Result<Box<[Workload]>, Field
         .map(|(i, item)| {
             let at = format!("{path}[{i}]");
             match (&item.workload_selector, &item.workload_sets) {
-                (Some(sel), None) => Ok(Workload::Selector(Arc::new(Selector::compile(
-                    sel,
-                    &format!("{at}.workloadSelector"),
-                )?))),
+                (Some(sel), None) => Ok(Workload::Selector(crate::selector::shared(
+                    Selector::compile(sel, &format!("{at}.workloadSelector"))?,
+                ))),
                 (None, Some(sets)) => {
                     if sets.is_empty() {
                         return Err(FieldError::new(
