@@ -112,7 +112,7 @@ impl std::fmt::Debug for Link {
 }
 
 /// A loaded WASM agent and the document (canonical JSON) it was loaded from.
-pub type LoadedAgent = (Arc<str>, Arc<dyn Agent>);
+pub type LoadedAgent = (crate::document::Canonical, Arc<dyn Agent>);
 
 pub struct Snapshot {
     pub revision: u64,

@@ -180,7 +180,7 @@ fn store_change(change: &Change) -> clpe_store::Change {
     match change {
         Change::Put(doc) => clpe_store::Change::Put {
             key: store_key(&doc.key),
-            body: doc.raw.as_bytes().to_vec(),
+            body: doc.raw.text().into_bytes(),
         },
         Change::Delete(key) => clpe_store::Change::Delete {
             key: store_key(key),

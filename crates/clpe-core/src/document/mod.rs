@@ -6,11 +6,13 @@
 
 mod parse;
 mod spec;
+mod text;
 
 pub use parse::{
     MAX_INPUT_BYTES, parse_documents, parse_documents_with, parse_value, parse_values, yaml_options,
 };
 pub use spec::*;
+pub use text::Canonical;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -135,8 +137,9 @@ pub struct Document {
     pub key: DocKey,
     pub labels: BTreeMap<String, String>,
     pub spec: Spec,
-    /// The document as canonical JSON (envelope normalised): what `get` and the store return.
-    pub raw: Arc<str>,
+    /// The document as canonical JSON (envelope normalised): what `get` and the store
+    /// return. Kept compact: [`Canonical::text`] gives the JSON.
+    pub raw: Canonical,
 }
 
 impl Document {

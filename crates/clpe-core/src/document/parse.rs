@@ -1,12 +1,11 @@
 //! From text (YAML 1.2 or JSON) to validated documents.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::spec::{SpecSource, check_name, parse_spec};
-use super::{API_VERSION, DocKey, Document, Kind};
+use super::{API_VERSION, Canonical, DocKey, Document, Kind};
 use crate::error::{ApplyError, DocError};
 use crate::selector::{check_key, check_value, clip};
 
@@ -255,7 +254,11 @@ fn canonical_meta(key: &DocKey, labels: &BTreeMap<String, String>) -> Map<String
 }
 
 /// The canonical JSON of a document whose spec is already JSON text.
-fn canonical_text(key: &DocKey, labels: &BTreeMap<String, String>, spec: Option<&str>) -> Arc<str> {
+fn canonical_text(
+    key: &DocKey,
+    labels: &BTreeMap<String, String>,
+    spec: Option<&str>,
+) -> Canonical {
     let meta = canonical_meta(key, labels);
     let mut out = format!(
         "{{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"{}\",\"metadata\":{}",
@@ -267,7 +270,7 @@ fn canonical_text(key: &DocKey, labels: &BTreeMap<String, String>, spec: Option<
         out.push_str(spec.trim());
     }
     out.push('}');
-    out.into()
+    Canonical::new(&out)
 }
 
 /// YAML 1.2 as the SPEC says: only `true` and `false` (any case) are booleans.
@@ -539,7 +542,7 @@ fn parse_metadata(
 }
 
 /// The normalised document as compact JSON: explicit apiVersion and namespace.
-fn canonical(key: &DocKey, labels: &BTreeMap<String, String>, spec: Value) -> Arc<str> {
+fn canonical(key: &DocKey, labels: &BTreeMap<String, String>, spec: Value) -> Canonical {
     let meta = canonical_meta(key, labels);
     let mut top = Map::new();
     top.insert("apiVersion".into(), Value::String(API_VERSION.into()));
@@ -548,7 +551,7 @@ fn canonical(key: &DocKey, labels: &BTreeMap<String, String>, spec: Value) -> Ar
     if !spec.is_null() {
         top.insert("spec".into(), spec);
     }
-    Value::Object(top).to_string().into()
+    Canonical::new(&Value::Object(top).to_string())
 }
 
 #[cfg(test)]

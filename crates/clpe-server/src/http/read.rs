@@ -45,7 +45,7 @@ pub async fn list(
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&doc.raw);
+        out.push_str(&doc.raw.text());
     }
     out.push(']');
     Ok(json(out))
@@ -54,7 +54,7 @@ pub async fn list(
 fn get_key(daemon: &Daemon, key: clpe_core::DocKey) -> Result<Response, ApiError> {
     let snapshot = daemon.engine().snapshot();
     match snapshot.docs.get(&key) {
-        Some(doc) => Ok(json(doc.raw.to_string())),
+        Some(doc) => Ok(json(doc.raw.text())),
         None => Err(ApiError::not_found(&key.to_string(), "no such document")),
     }
 }
