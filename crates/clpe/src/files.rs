@@ -97,16 +97,21 @@ pub fn values(file: &Path, text: &str) -> Result<Vec<Value>, String> {
 
 /// Reads and validates documents from a path (`-`, a file or a directory).
 pub fn load_documents(path: &str) -> Result<Result<Vec<clpe_core::Document>, String>> {
+    Ok(parse_inputs(&read_inputs(path)?))
+}
+
+/// Validates the documents of texts already read (see [`read_inputs`]).
+pub fn parse_inputs(inputs: &[(PathBuf, String)]) -> Result<Vec<clpe_core::Document>, String> {
     let mut docs = Vec::new();
-    for (file, text) in read_inputs(path)? {
-        let base = base_dir(&file);
-        let parsed = clpe_core::document::parse_documents_with(&text, |v| {
+    for (file, text) in inputs {
+        let base = base_dir(file);
+        let parsed = clpe_core::document::parse_documents_with(text, |v| {
             resolve_module_files(v, &base).map_err(|e| format!("{e:#}"))
         });
         match parsed {
             Ok(d) => docs.extend(d),
-            Err(e) => return Ok(Err(format!("{}: {e}", file.display()))),
+            Err(e) => return Err(format!("{}: {e}", file.display())),
         }
     }
-    Ok(Ok(docs))
+    Ok(docs)
 }
