@@ -52,7 +52,8 @@ fn value_hash(kid: u32, value: &str) -> u64 {
 /// The keys and pairs a snapshot's selectors mention, numbered.
 #[derive(Debug)]
 pub struct Symbols {
-    keys: FxHashMap<Box<str>, u32>,
+    /// Keys are shared by every pair that names them (see [`Symbols::owned`]).
+    keys: FxHashMap<SmolStr, u32>,
     /// (key number, value, pair number); short values are kept inline.
     pairs: HashTable<(u32, SmolStr, u32)>,
     /// The key number of each pair number.
@@ -63,7 +64,7 @@ impl Default for Symbols {
     fn default() -> Self {
         let mut keys = FxHashMap::default();
         for (i, k) in WELL_KNOWN.iter().enumerate() {
-            keys.insert(Box::from(*k), i as u32);
+            keys.insert(SmolStr::new(k), i as u32);
         }
         Symbols {
             keys,
@@ -79,7 +80,7 @@ impl Symbols {
             return *k;
         }
         let k = self.keys.len() as u32;
-        self.keys.insert(key.into(), k);
+        self.keys.insert(SmolStr::new(key), k);
         k
     }
 
@@ -136,14 +137,17 @@ impl Symbols {
         self.pair_keys.get(pid as usize).copied().unwrap_or(NONE)
     }
 
-    /// An owned pair with its numbers.
+    /// An owned pair with its numbers; its key string is the symbols' own (shared).
     pub fn owned(&self, key: &str, value: &str) -> Pair {
-        let kid = self.key(key);
+        let (key, kid) = match self.keys.get_key_value(key) {
+            Some((k, id)) => (k.clone(), *id),
+            None => (SmolStr::new(key), NONE),
+        };
         Pair {
-            key: key.into(),
-            value: value.into(),
-            kid,
             pid: self.pair(kid, value),
+            key,
+            value: SmolStr::new(value),
+            kid,
         }
     }
 }
@@ -151,8 +155,8 @@ impl Symbols {
 /// An owned attribute pair with its numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
-    pub key: Box<str>,
-    pub value: Box<str>,
+    pub key: SmolStr,
+    pub value: SmolStr,
     pub kid: u32,
     pub pid: u32,
 }

@@ -239,6 +239,17 @@ fn symbols_of(docs: &Docs) -> Symbols {
                 }
                 continue;
             }
+            // Inventory label keys are numbered too, so every pair shares its key string.
+            Spec::Peer(_) | Spec::Export | Spec::Import(_) => {
+                let prefix = match doc.spec {
+                    Spec::Peer(_) => keys::PEER_LABELS,
+                    _ => keys::EXPORT_LABELS,
+                };
+                for k in doc.labels.keys() {
+                    symbols.intern_key(&format!("{prefix}{k}"));
+                }
+                continue;
+            }
             _ => continue,
         };
         for item in from.iter().chain(to) {
