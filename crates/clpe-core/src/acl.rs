@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use smol_str::SmolStr;
 
 use crate::agent::{Agent, Verdict};
 use crate::attrs::Attrs;
@@ -53,7 +54,7 @@ impl AclIndex {
 #[derive(Debug, Default)]
 struct Tables {
     privileged: AclIndex,
-    by_namespace: FxHashMap<Arc<str>, AclIndex>,
+    by_namespace: FxHashMap<SmolStr, AclIndex>,
 }
 
 impl Tables {
@@ -107,7 +108,7 @@ impl AclTables {
     ) -> Result<AclTables, DocError> {
         // (bucket order, rule): deny before allow; docs iterate in name order.
         let mut privileged: Vec<Entry> = Vec::new();
-        let mut regular: FxHashMap<Arc<str>, Vec<Entry>> = FxHashMap::default();
+        let mut regular: FxHashMap<SmolStr, Vec<Entry>> = FxHashMap::default();
         let mut any_dry_run = false;
         for doc in docs.values() {
             let Spec::Access(spec) = &doc.spec else {

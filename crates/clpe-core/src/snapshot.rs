@@ -59,7 +59,7 @@ pub struct SourceEntry {
 #[derive(Debug)]
 pub struct ImportEntry {
     pub key: DocKey,
-    pub namespace: Arc<str>,
+    pub namespace: SmolStr,
     /// `export.clusterlink.net/labels.<k>` from the Import's labels.
     pub label_attrs: OwnedAttrs,
     pub sources: Vec<SourceEntry>,
@@ -128,9 +128,9 @@ pub struct Snapshot {
     /// The local peer's name as attributes, when the inventory does not have it.
     pub local_attrs: OwnedAttrs,
     /// namespace → name → export.
-    pub exports: FxHashMap<Arc<str>, FxHashMap<SmolStr, ExportEntry>>,
+    pub exports: FxHashMap<SmolStr, FxHashMap<SmolStr, ExportEntry>>,
     /// namespace → name → import.
-    pub imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>>,
+    pub imports: FxHashMap<SmolStr, FxHashMap<SmolStr, Arc<ImportEntry>>>,
     pub acl: AclTables,
     pub conn_limits: Vec<ConnLimitEntry>,
     pub conn_index: MatchIndex,
@@ -139,7 +139,7 @@ pub struct Snapshot {
     /// Per event type, the chain in ascending priority.
     pub chains: [Vec<Link>; 4],
     /// Loaded WASM agents by name, kept so an unchanged document is not compiled again.
-    pub wasm: FxHashMap<Arc<str>, LoadedAgent>,
+    pub wasm: FxHashMap<SmolStr, LoadedAgent>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -331,8 +331,8 @@ pub fn build(
         None => peer_attrs(&symbols, env.local_peer.as_str(), &BTreeMap::new()),
     };
 
-    let mut exports: FxHashMap<Arc<str>, FxHashMap<SmolStr, ExportEntry>> = FxHashMap::default();
-    let mut lb_by_import: FxHashMap<(Arc<str>, Arc<str>), Vec<&Document>> = FxHashMap::default();
+    let mut exports: FxHashMap<SmolStr, FxHashMap<SmolStr, ExportEntry>> = FxHashMap::default();
+    let mut lb_by_import: FxHashMap<(SmolStr, SmolStr), Vec<&Document>> = FxHashMap::default();
     for doc in docs.values() {
         match &doc.spec {
             Spec::Export => {
@@ -357,7 +357,7 @@ pub fn build(
             }
             Spec::LoadBalancing(lb) => {
                 lb_by_import
-                    .entry((doc.key.namespace.clone(), Arc::from(lb.import.as_str())))
+                    .entry((doc.key.namespace.clone(), SmolStr::new(lb.import.as_str())))
                     .or_default()
                     .push(doc);
             }
@@ -365,7 +365,7 @@ pub fn build(
         }
     }
 
-    let mut imports: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Arc<ImportEntry>>> =
+    let mut imports: FxHashMap<SmolStr, FxHashMap<SmolStr, Arc<ImportEntry>>> =
         FxHashMap::default();
     for doc in docs.values() {
         let Spec::Import(spec) = &doc.spec else {
@@ -476,7 +476,7 @@ pub fn build(
     }
 
     // Agents and chains.
-    let mut wasm: FxHashMap<Arc<str>, LoadedAgent> = FxHashMap::default();
+    let mut wasm: FxHashMap<SmolStr, LoadedAgent> = FxHashMap::default();
     for doc in docs.values() {
         let Spec::WasmAgent(spec) = &doc.spec else {
             continue;
@@ -564,7 +564,7 @@ pub fn build(
             )));
         }
         chain.push(Link {
-            subscription: doc.key.name.clone(),
+            subscription: Arc::from(doc.key.name.as_str()),
             agent_name: Arc::from(sub.agent.as_str()),
             agent,
             priority: sub.priority,

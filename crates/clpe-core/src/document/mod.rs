@@ -16,9 +16,9 @@ pub use text::Canonical;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 
 use serde::Serialize;
+use smol_str::SmolStr;
 
 use crate::error::DocError;
 
@@ -97,8 +97,9 @@ impl fmt::Display for Kind {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct DocKey {
     pub kind: Kind,
-    pub namespace: Arc<str>,
-    pub name: Arc<str>,
+    /// Inline when short (most names): a key costs no allocation.
+    pub namespace: SmolStr,
+    pub name: SmolStr,
 }
 
 impl DocKey {
@@ -110,8 +111,8 @@ impl DocKey {
         };
         DocKey {
             kind,
-            namespace: namespace.into(),
-            name: name.into(),
+            namespace: SmolStr::new(namespace),
+            name: SmolStr::new(name),
         }
     }
 

@@ -19,7 +19,7 @@ fn yaml_json_and_streams_all_parse() {
     let yaml = "# comment\n---\nkind: Peer\nmetadata: {name: p0}\n---\n{\"kind\": \"Peer\", \"metadata\": {\"name\": \"p1\"}}\n--- {\"kind\": \"Export\", \"metadata\": {\"name\": \"e\"}}\n";
     let docs = parse_documents(yaml).unwrap();
     assert_eq!(docs.len(), 3);
-    assert_eq!(docs[2].key.namespace.as_ref(), "default");
+    assert_eq!(docs[2].key.namespace.as_str(), "default");
     let json = r#"[{"kind": "Peer", "metadata": {"name": "p0"}}]"#;
     assert_eq!(parse_documents(json).unwrap().len(), 1);
 }
