@@ -76,16 +76,24 @@ impl Selector {
 
     /// Compiles and validates; `path` is the selector's field path for errors.
     pub fn compile(raw: &LabelSelector, path: &str) -> Result<Selector, FieldError> {
+        Selector::compile_at(raw, || path.to_owned())
+    }
+
+    /// Like [`Selector::compile`], with the path made only if there is an error.
+    pub fn compile_at(
+        raw: &LabelSelector,
+        path: impl Fn() -> String,
+    ) -> Result<Selector, FieldError> {
         let mut labels = Vec::with_capacity(raw.match_labels.len());
         for (k, v) in &raw.match_labels {
-            let at = format!("{path}.matchLabels");
-            check_key(k).map_err(|m| FieldError::new(&at, m))?;
-            check_value(v).map_err(|m| FieldError::new(&format!("{at}.{k}"), m))?;
+            let at = || format!("{}.matchLabels", path());
+            check_key(k).map_err(|m| FieldError::new(&at(), m))?;
+            check_value(v).map_err(|m| FieldError::new(&format!("{}.{k}", at()), m))?;
             labels.push((shared_key(k), SmolStr::new(v)));
         }
         let mut requirements = Vec::with_capacity(raw.match_expressions.len());
         for (i, e) in raw.match_expressions.iter().enumerate() {
-            let at = format!("{path}.matchExpressions[{i}]");
+            let at = format!("{}.matchExpressions[{i}]", path());
             check_key(&e.key).map_err(|m| FieldError::new(&format!("{at}.key"), m))?;
             let values = || -> Result<Box<[Box<str>]>, FieldError> {
                 let values = e.values.as_deref().unwrap_or_default();

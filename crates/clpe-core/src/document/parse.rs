@@ -253,18 +253,62 @@ fn canonical_meta(key: &DocKey, labels: &BTreeMap<String, String>) -> Map<String
     meta
 }
 
-/// The canonical JSON of a document whose spec is already JSON text.
+/// Appends `s` as a JSON string, escaped as `serde_json` does.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                out.push_str("\\u00");
+                for shift in [4, 0] {
+                    out.push(char::from_digit((c as u32 >> shift) & 0xf, 16).unwrap_or('0'));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The canonical JSON of a document whose spec is already JSON text: the same text as
+/// [`canonical`] gives (keys in order), written directly.
 fn canonical_text(
     key: &DocKey,
     labels: &BTreeMap<String, String>,
     spec: Option<&str>,
 ) -> Canonical {
-    let meta = canonical_meta(key, labels);
-    let mut out = format!(
-        "{{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"{}\",\"metadata\":{}",
-        key.kind.as_str(),
-        Value::Object(meta)
-    );
+    let mut out = String::with_capacity(128 + spec.map_or(0, str::len));
+    out.push_str("{\"apiVersion\":\"");
+    out.push_str(API_VERSION);
+    out.push_str("\",\"kind\":\"");
+    out.push_str(key.kind.as_str());
+    out.push_str("\",\"metadata\":{");
+    if !labels.is_empty() {
+        out.push_str("\"labels\":{");
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(&mut out, k);
+            out.push(':');
+            push_json_str(&mut out, v);
+        }
+        out.push_str("},");
+    }
+    out.push_str("\"name\":");
+    push_json_str(&mut out, &key.name);
+    if key.kind.is_namespaced() {
+        out.push_str(",\"namespace\":");
+        push_json_str(&mut out, &key.namespace);
+    }
+    out.push('}');
     if let Some(spec) = spec {
         out.push_str(",\"spec\":");
         out.push_str(spec.trim());

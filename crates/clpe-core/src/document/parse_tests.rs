@@ -99,3 +99,39 @@ fn every_error_of_a_batch_is_reported() {
     );
     assert_eq!(e.len(), 2);
 }
+
+proptest::proptest! {
+    /// The JSON fast path writes the canonical text itself; it must be exactly what the
+    /// tree path (serde_json) writes, escapes included.
+    #[test]
+    fn fast_and_tree_paths_agree_on_the_canonical_text(
+        name in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?",
+        labels in proptest::collection::btree_map("[a-z]{1,8}", "[A-Za-z0-9]([A-Za-z0-9._-]{0,10}[A-Za-z0-9])?", 0..4),
+        with_spec in proptest::bool::ANY,
+    ) {
+        let meta = serde_json::json!({"name": name, "namespace": "ns", "labels": labels});
+        let mut doc = serde_json::json!({"kind": "Export", "metadata": meta});
+        if with_spec {
+            doc = serde_json::json!({"kind": "AccessPolicy", "metadata": meta, "spec": {"action": "allow", "from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}]}});
+        }
+        let text = doc.to_string();
+        let fast = parse_documents(&text).unwrap();
+        let tree = parse_value(doc, 1).unwrap();
+        proptest::prop_assert_eq!(fast[0].raw.text(), tree.raw.text());
+    }
+}
+
+#[test]
+fn json_strings_escape_like_serde_json() {
+    for s in [
+        "plain",
+        "quote\"back\\slash",
+        "tab\tnl\ncr\r",
+        "\u{01}\u{08}\u{0c}\u{1f}",
+        "ünï",
+    ] {
+        let mut out = String::new();
+        super::push_json_str(&mut out, s);
+        assert_eq!(out, serde_json::to_string(s).unwrap());
+    }
+}

@@ -600,32 +600,33 @@ fn workloads(items: &[RawWorkload], path: &str) -> Result<Box<[Workload]>, Field
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = format!("{path}[{i}]");
+            let at = || format!("{path}[{i}]");
             match (&item.workload_selector, &item.workload_sets) {
                 (Some(sel), None) => Ok(Workload::Selector(crate::selector::shared(
-                    Selector::compile(sel, &format!("{at}.workloadSelector"))?,
+                    Selector::compile_at(sel, || format!("{}.workloadSelector", at()))?,
                 ))),
                 (None, Some(sets)) => {
                     if sets.is_empty() {
                         return Err(FieldError::new(
-                            &format!("{at}.workloadSets"),
+                            &format!("{}.workloadSets", at()),
                             "must name at least one WorkloadSet",
                         ));
                     }
                     for (j, s) in sets.iter().enumerate() {
-                        check_name(s, 253)
-                            .map_err(|m| FieldError::new(&format!("{at}.workloadSets[{j}]"), m))?;
+                        check_name(s, 253).map_err(|m| {
+                            FieldError::new(&format!("{}.workloadSets[{j}]", at()), m)
+                        })?;
                     }
                     Ok(Workload::Sets(
                         sets.iter().map(|s| Arc::from(s.as_str())).collect(),
                     ))
                 }
                 (Some(_), Some(_)) => Err(FieldError::new(
-                    &at,
+                    &at(),
                     "has both `workloadSelector` and `workloadSets`; give exactly one",
                 )),
                 (None, None) => Err(FieldError::new(
-                    &at,
+                    &at(),
                     "has neither `workloadSelector` nor `workloadSets`; give exactly one",
                 )),
             }
