@@ -5,18 +5,31 @@
 //! connection's record, which drops them on `ConnectionClosed` or when the lease ends.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxBuildHasher;
 
 use crate::names::{PeerName, Time};
 
 const SHARDS: usize = 32;
+
+/// Keeps what it holds on a cache line of its own, so two threads working on neighbouring
+/// shards do not take the line from each other.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 
 /// One unit of a counter, held; given back on drop.
 #[derive(Debug)]
@@ -70,13 +83,13 @@ struct CounterEntry {
 
 /// Counters per (policy, key tuple), sharded so threads rarely meet on a lock.
 pub struct Counters {
-    shards: Box<[Mutex<HashTable<CounterEntry>>]>,
+    shards: Box<[Padded<Mutex<HashTable<CounterEntry>>>]>,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Counters {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
         }
     }
 }
@@ -85,7 +98,7 @@ impl Counters {
     /// The counter of `(policy, values)`, made on first use.
     pub fn counter(&self, policy: &Arc<str>, values: &[&str]) -> Arc<AtomicI64> {
         let hash = tuple_hash(policy, values);
-        let Some(shard) = self.shards.get(hash as usize % SHARDS) else {
+        let Some(shard) = self.shards.get(shard_index(hash)) else {
             return Arc::default();
         };
         let mut table = shard.lock();
@@ -143,99 +156,195 @@ impl Counters {
     }
 }
 
+/// A shard by bits of the hash that the shard's own table does not use to place entries
+/// (its low bits pick the bucket, its top 7 bits are the tag).
+fn shard_index(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
+}
+
+/// One unit of a peer's open-connection count (least-connections balancing reads it),
+/// held by the connection's record.
+#[derive(Debug)]
+struct PeerOpen(Arc<AtomicI64>);
+
+impl Drop for PeerOpen {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// An admitted connection: what it holds until it is closed or its lease ends.
 #[derive(Debug)]
 pub struct Connection {
+    /// Unique in its shard: tells this record's expiries from a replaced one's.
     seq: u64,
     pub target: Option<PeerName>,
     pub src_service: Option<Arc<str>>,
     pub slots: Vec<SlotGuard>,
     /// The peer's open-connection count, held until the record goes.
-    peer_slot: Option<SlotGuard>,
+    peer_open: Option<PeerOpen>,
     pub expires: Time,
 }
 
-#[derive(Default)]
-struct ConnShard {
-    conns: FxHashMap<Arc<str>, Connection>,
-    /// (when, sequence number, id): stale entries (closed connections) are skipped.
-    heap: BinaryHeap<Reverse<(Time, u64, Arc<str>)>>,
+/// A record in a shard's table, with its id's hash (to grow the table without hashing
+/// ids again, and to find the record from its expiries without its id).
+struct Record {
+    hash: u64,
+    id: Arc<str>,
+    conn: Connection,
 }
 
-impl ConnShard {
-    fn push_expiries(&mut self, id: &Arc<str>, conn: &Connection) {
-        let mut times: smallvec::SmallVec<[Time; 4]> =
-            conn.slots.iter().map(|s| s.expires).collect();
-        times.push(conn.expires);
-        times.sort_unstable();
-        times.dedup();
-        for t in times {
-            self.heap.push(Reverse((t, conn.seq, id.clone())));
+/// When a lease ends: (time, the record's sequence number, its id's hash).
+type Due = (u64, u64, u64);
+
+/// A shard's pending expiries. Leases mostly end in the order connections came (one
+/// lease length, one clock), so most go to the back of a queue that stays in time order,
+/// at the cost of a push; one that would break the order (another lease length, a thread
+/// with an earlier clock) goes to a heap. The earliest of both fronts is next.
+#[derive(Default)]
+struct Expiries {
+    queue: VecDeque<Due>,
+    heap: BinaryHeap<Reverse<Due>>,
+}
+
+impl Expiries {
+    #[inline]
+    fn push(&mut self, due: Due) {
+        match self.queue.back() {
+            Some(last) if due.0 < last.0 => self.heap.push(Reverse(due)),
+            _ => self.queue.push_back(due),
         }
     }
 
-    fn expire(&mut self, now: Time) {
-        while let Some(Reverse((t, seq, id))) = self.heap.peek().cloned() {
-            if t > now {
-                break;
-            }
-            self.heap.pop();
-            let Some(conn) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            if conn.seq != seq {
-                continue;
-            }
-            conn.slots.retain(|s| s.expires > now);
-            if conn.expires <= now {
-                self.conns.remove(&id);
+    /// The connection's lease end, and each earlier slot lease end: a connection that
+    /// holds no slot (the common case) costs one entry.
+    #[inline]
+    fn push_conn(&mut self, hash: u64, conn: &Connection) {
+        self.push((conn.expires.0, conn.seq, hash));
+        let mut last = conn.expires;
+        for slot in &conn.slots {
+            // INVARIANT: no slot outlives its connection (`admit` makes sure), so a slot
+            // ending with the connection needs no entry of its own. Repeats are harmless
+            // (an entry whose work is done changes nothing) but skipped when adjacent.
+            if slot.expires < conn.expires && slot.expires != last {
+                self.push((slot.expires.0, conn.seq, hash));
+                last = slot.expires;
             }
         }
-        // Closed connections leave entries behind: rebuild when they dominate.
-        if self.heap.len() > 1024 && self.heap.len() > 4 * (self.conns.len() + 1) {
-            let conns = std::mem::take(&mut self.conns);
-            self.heap.clear();
-            for (id, conn) in &conns {
-                self.push_expiries(id, conn);
-            }
-            self.conns = conns;
+    }
+
+    /// Takes the earliest entry if it is due at `now`.
+    fn pop_due(&mut self, now: u64) -> Option<Due> {
+        let queued = self.queue.front().filter(|d| d.0 <= now).copied();
+        let heaped = self.heap.peek().map(|r| r.0).filter(|d| d.0 <= now);
+        match (queued, heaped) {
+            (Some(q), Some(h)) if h.0 < q.0 => self.heap.pop().map(|r| r.0),
+            (Some(_), _) => self.queue.pop_front(),
+            (None, Some(_)) => self.heap.pop().map(|r| r.0),
+            (None, None) => None,
         }
     }
 
     fn next(&self) -> u64 {
-        self.heap.peek().map_or(u64::MAX, |Reverse((t, _, _))| t.0)
+        let queued = self.queue.front().map_or(u64::MAX, |d| d.0);
+        let heaped = self.heap.peek().map_or(u64::MAX, |r| r.0.0);
+        queued.min(heaped)
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len() + self.heap.len()
+    }
+}
+
+#[derive(Default)]
+struct ConnShard {
+    conns: HashTable<Record>,
+    /// Every pending expiry; stale entries (closed or replaced connections) are skipped.
+    expiries: Expiries,
+    /// The expiries kept after the last rebuild.
+    rebuilt: usize,
+    seq: u64,
+}
+
+impl ConnShard {
+    fn find(&self, hash: u64, id: &str) -> Option<&Record> {
+        self.conns.find(hash, |r| *r.id == *id)
+    }
+
+    fn expire(&mut self, now: Time) {
+        while let Some((_, seq, hash)) = self.expiries.pop_due(now.0) {
+            let Ok(entry) = self.conns.find_entry(hash, |r| r.conn.seq == seq) else {
+                continue;
+            };
+            if entry.get().conn.expires <= now {
+                entry.remove();
+            } else {
+                entry.into_mut().conn.slots.retain(|s| s.expires > now);
+            }
+        }
+        self.compact();
+    }
+
+    /// Closed connections leave entries behind: rebuild when they dominate. Amortised
+    /// O(1): the entries have at least doubled since the last rebuild, and a rebuild
+    /// costs about as much as their number.
+    #[inline]
+    fn compact(&mut self) {
+        let len = self.expiries.len();
+        if len > 1024 && len > 4 * (self.conns.len() + 1) && len > 2 * self.rebuilt {
+            self.rebuild();
+        }
+    }
+
+    #[cold]
+    fn rebuild(&mut self) {
+        let mut fresh = Expiries::default();
+        for r in self.conns.iter() {
+            fresh.push_conn(r.hash, &r.conn);
+        }
+        // All in time order in the queue, none in the heap.
+        let mut all: Vec<Due> = fresh.queue.into_iter().collect();
+        all.extend(fresh.heap.into_iter().map(|r| r.0));
+        all.sort_unstable();
+        self.rebuilt = all.len();
+        self.expiries = Expiries {
+            queue: all.into(),
+            heap: BinaryHeap::new(),
+        };
+    }
+
+    fn next(&self) -> u64 {
+        self.expiries.next()
     }
 }
 
 /// The open connections, by id, with their slots; sharded by id.
 pub struct Connections {
-    shards: Box<[Mutex<ConnShard>]>,
+    shards: Box<[Padded<Mutex<ConnShard>>]>,
     /// A lower bound of the earliest expiry anywhere: decisions sweep only past it.
     next_expiry: AtomicU64,
     sweeping: Mutex<()>,
-    seq: AtomicU64,
-    open: AtomicI64,
 }
 
 impl Default for Connections {
     fn default() -> Self {
         Connections {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(ConnShard::default()))
-                .collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             next_expiry: AtomicU64::new(u64::MAX),
             sweeping: Mutex::new(()),
-            seq: AtomicU64::new(0),
-            open: AtomicI64::new(0),
         }
     }
 }
 
-fn shard_of(id: &str) -> usize {
-    FxBuildHasher.hash_one(id) as usize % SHARDS
+fn id_hash(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
 }
 
 impl Connections {
+    fn shard(&self, hash: u64) -> Option<&Mutex<ConnShard>> {
+        self.shards.get(shard_index(hash)).map(|p| &p.0)
+    }
+
     /// Releases everything whose lease ended at or before `now`. Cheap when nothing is due.
     pub fn expire(&self, now: Time) {
         if now.0 < self.next_expiry.load(Ordering::Acquire) {
@@ -245,17 +354,13 @@ impl Connections {
         if now.0 < self.next_expiry.load(Ordering::Acquire) {
             return;
         }
-        // Reset first: admissions racing with the sweep lower it again with fetch_min.
+        // Reset first: admissions racing with the sweep lower it again.
         self.next_expiry.store(u64::MAX, Ordering::Release);
-        let mut removed = 0i64;
         for shard in self.shards.iter() {
             let mut s = shard.lock();
-            let before = s.conns.len() as i64;
             s.expire(now);
-            removed += before - s.conns.len() as i64;
             self.next_expiry.fetch_min(s.next(), Ordering::AcqRel);
         }
-        self.open.fetch_sub(removed, Ordering::AcqRel);
     }
 
     /// Records an admitted connection. A connection with the same id still open is
@@ -268,57 +373,76 @@ impl Connections {
         slots: Vec<SlotGuard>,
         expires: Time,
     ) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let expires = slots.iter().map(|s| s.expires).fold(expires, Time::max);
-        let (target, peer_slot) = match target {
-            Some((name, counter)) => (
-                Some(name),
-                Some(SlotGuard::take(counter, "".into(), expires)),
-            ),
+        let (target, peer_open) = match target {
+            Some((name, counter)) => {
+                counter.fetch_add(1, Ordering::AcqRel);
+                (Some(name), Some(PeerOpen(counter)))
+            }
             None => (None, None),
         };
-        let conn = Connection {
-            seq,
-            target,
-            src_service,
-            slots,
-            peer_slot,
-            expires,
-        };
-        let Some(shard) = self.shards.get(shard_of(&id)) else {
+        let hash = id_hash(&id);
+        let Some(shard) = self.shard(hash) else {
             return;
         };
-        let mut s = shard.lock();
-        s.push_expiries(&id, &conn);
-        let earliest = s.next();
-        if s.conns.insert(id, conn).is_none() {
-            self.open.fetch_add(1, Ordering::AcqRel);
+        let earliest = {
+            let mut guard = shard.lock();
+            let s = &mut *guard;
+            s.seq += 1;
+            let conn = Connection {
+                seq: s.seq,
+                target,
+                src_service,
+                slots,
+                peer_open,
+                expires,
+            };
+            s.expiries.push_conn(hash, &conn);
+            match s.conns.find_entry(hash, |r| *r.id == *id) {
+                // A reused id (rare): the old record gives its slots back here.
+                Ok(entry) => entry.into_mut().conn = conn,
+                Err(_) => {
+                    s.conns
+                        .insert_unique(hash, Record { hash, id, conn }, |r| r.hash);
+                }
+            }
+            s.compact();
+            s.next()
+        };
+        // Lowering the bound is rare (leases end later than those before them): read it
+        // before writing, so admissions do not all write one shared line.
+        if earliest < self.next_expiry.load(Ordering::Acquire) {
+            self.next_expiry.fetch_min(earliest, Ordering::AcqRel);
         }
-        drop(s);
-        self.next_expiry.fetch_min(earliest, Ordering::AcqRel);
     }
 
     /// Closes a connection: its slots are given back. Unknown ids are fine (`None`).
     pub fn close(&self, id: &str) -> Option<Connection> {
-        let shard = self.shards.get(shard_of(id))?;
-        let conn = shard.lock().conns.remove(id);
-        if conn.is_some() {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-        }
-        conn.map(|mut c| {
-            c.peer_slot = None;
-            c
-        })
+        let hash = id_hash(id);
+        let record = {
+            let mut s = self.shard(hash)?.lock();
+            match s.conns.find_entry(hash, |r| *r.id == *id) {
+                Ok(entry) => entry.remove().0,
+                Err(_) => return None,
+            }
+        };
+        let mut conn = record.conn;
+        conn.peer_open = None;
+        Some(conn)
     }
 
+    /// Connections admitted and neither closed nor expired.
     pub fn open(&self) -> i64 {
-        self.open.load(Ordering::Acquire)
+        self.shards
+            .iter()
+            .map(|s| s.lock().conns.len() as i64)
+            .sum()
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.shards
-            .get(shard_of(id))
-            .is_some_and(|s| s.lock().conns.contains_key(id))
+        let hash = id_hash(id);
+        self.shard(hash)
+            .is_some_and(|s| s.lock().find(hash, id).is_some())
     }
 }
 

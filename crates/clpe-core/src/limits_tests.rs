@@ -50,3 +50,126 @@ fn connections_release_their_slots_on_close_and_on_expiry() {
     assert!(!conns.contains("c2"));
     assert_eq!(conns.open(), 0);
 }
+
+#[test]
+fn a_reused_id_replaces_the_record_and_gives_its_slots_back() {
+    let counters = Counters::default();
+    let conns = Connections::default();
+    let p: Arc<str> = "/p".into();
+    let slot = counters.try_reserve(&p, &[], 5, Time(100)).unwrap();
+    conns.admit("c".into(), None, None, vec![slot], Time(100));
+    let slot = counters.try_reserve(&p, &[], 5, Time(200)).unwrap();
+    conns.admit("c".into(), None, None, vec![slot], Time(200));
+    assert_eq!(
+        counters.current(&p, &[]),
+        1,
+        "the first record's slot came back"
+    );
+    assert_eq!(conns.open(), 1);
+    // The replaced record's expiry is stale: it must not end the new one early.
+    conns.expire(Time(150));
+    assert!(conns.contains("c"));
+    assert_eq!(counters.current(&p, &[]), 1);
+    conns.expire(Time(200));
+    assert!(!conns.contains("c"));
+    assert_eq!(counters.current(&p, &[]), 0);
+}
+
+#[test]
+fn a_peer_counts_the_connections_open_to_it() {
+    let conns = Connections::default();
+    let open: Arc<std::sync::atomic::AtomicI64> = Arc::default();
+    let to_peer = || Some((PeerName::from("p0"), open.clone()));
+    conns.admit("a".into(), to_peer(), Some("svc".into()), vec![], Time(10));
+    conns.admit("b".into(), to_peer(), None, vec![], Time(20));
+    assert_eq!(open.load(Ordering::Acquire), 2);
+    let closed = conns.close("a").unwrap();
+    assert_eq!(open.load(Ordering::Acquire), 1, "given back on close");
+    assert_eq!(closed.target.as_ref().map(|p| p.as_str()), Some("p0"));
+    assert_eq!(closed.src_service.as_deref(), Some("svc"));
+    conns.expire(Time(20));
+    assert_eq!(open.load(Ordering::Acquire), 0, "given back on expiry");
+    assert_eq!(conns.open(), 0);
+}
+
+#[test]
+fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
+    let counters = Counters::default();
+    let conns = Connections::default();
+    let p: Arc<str> = "/p".into();
+    // Two expiries each (the slot's lease ends first): 200,000 entries if none went.
+    for i in 0..100_000u64 {
+        let slot = counters.try_reserve(&p, &[], u64::MAX, Time(50)).unwrap();
+        let id: Arc<str> = format!("c{i}").into();
+        conns.admit(id.clone(), None, None, vec![slot], Time(100 + i % 7));
+        if i % 5000 != 0 {
+            assert!(conns.close(&id).is_some());
+        }
+    }
+    let heap: usize = conns.shards.iter().map(|s| s.lock().expiries.len()).sum();
+    assert!(
+        heap <= SHARDS * 1025,
+        "{heap} expiries kept for 20 open connections"
+    );
+    assert_eq!(conns.open(), 20);
+    assert_eq!(counters.current(&p, &[]), 20);
+    conns.expire(Time(49));
+    assert_eq!(counters.current(&p, &[]), 20);
+    conns.expire(Time(50));
+    assert_eq!(counters.current(&p, &[]), 0, "slots end at their own lease");
+    assert_eq!(conns.open(), 20);
+    conns.expire(Time(105));
+    assert!(
+        conns.open() > 0 && conns.open() < 20,
+        "each at its own lease"
+    );
+    conns.expire(Time(106));
+    assert_eq!(conns.open(), 0);
+}
+
+#[test]
+fn threads_admit_and_close_without_losing_count() {
+    let counters = Counters::default();
+    let conns = Connections::default();
+    let p: Arc<str> = "/p".into();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (counters, conns, p) = (&counters, &conns, &p);
+            s.spawn(move || {
+                for i in 0..2_000 {
+                    let id: Arc<str> = format!("t{t}-{i}").into();
+                    let slot = counters.try_reserve(p, &[], u64::MAX, Time(1_000)).unwrap();
+                    conns.admit(id.clone(), None, None, vec![slot], Time(1_000));
+                    if i % 2 == 0 {
+                        conns.close(&id);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(conns.open(), 4_000);
+    assert_eq!(counters.current(&p, &[]), 4_000);
+    conns.expire(Time(1_000));
+    assert_eq!(conns.open(), 0);
+    assert_eq!(counters.current(&p, &[]), 0);
+}
+
+#[test]
+fn leases_end_exactly_in_any_order_they_were_given() {
+    let conns = Connections::default();
+    // Late, early, in between, repeated: the queue and the heap both hold some.
+    let ends = [300u64, 100, 200, 50, 400, 400, 150, 350, 50, 500];
+    for (i, end) in ends.iter().enumerate() {
+        conns.admit(format!("c{i}").into(), None, None, vec![], Time(*end));
+    }
+    let mut sorted = ends.to_vec();
+    sorted.sort_unstable();
+    for t in 0..=500u64 {
+        conns.expire(Time(t));
+        let left = sorted.iter().filter(|e| **e > t).count() as i64;
+        assert_eq!(conns.open(), left, "at {t}");
+    }
+    for (i, end) in ends.iter().enumerate() {
+        assert!(!conns.contains(&format!("c{i}")), "c{i} ended at {end}");
+    }
+}

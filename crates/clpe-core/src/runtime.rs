@@ -1,14 +1,17 @@
 //! The engine's mutable state that outlives snapshots: open connections, limiter
 //! counters, rate buckets, the balancers' randomness. Nothing here takes a global lock on
-//! the decision path: counters are atomics, tables are sharded.
+//! the decision path: counters are atomics, tables are sharded, and connection ids are
+//! handed out from per-thread blocks. Random draws keep one sequence for the engine, so a
+//! seeded engine makes the same choices whichever threads serve a sequential client.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use crate::limits::{Connections, Counters};
+use crate::limits::{Connections, Counters, Padded};
 use crate::names::PeerName;
 use crate::rate_limiter::RateBuckets;
 
@@ -19,8 +22,14 @@ pub struct Runtime {
     /// The lease of connections held by no limit policy, nanoseconds.
     pub default_lease: u64,
     seed: u64,
-    rng: AtomicU64,
+    /// Written by every random draw: on a line of its own, away from what every decision
+    /// reads.
+    rng: Padded<AtomicU64>,
     ids: AtomicU64,
+    /// This runtime's number in the process: names its blocks in the threads' caches.
+    serial: u64,
+    /// `clpe-<8 hex digits of the seed's mix>-`: every connection id starts so.
+    id_prefix: [u8; 14],
     pub(crate) peer_counters: Mutex<FxHashMap<PeerName, Arc<AtomicI64>>>,
 }
 
@@ -47,16 +56,99 @@ pub fn stable_hash(parts: &[&str]) -> u64 {
     mix64(h)
 }
 
+/// How many numbers of a sequence a thread reserves at once.
+const BLOCK: u64 = 1024;
+
+/// Runtimes are numbered from 1 (0 marks an empty cache entry), never reusing a number,
+/// so a cached block can only be used by the runtime it was reserved from.
+static RUNTIMES: AtomicU64 = AtomicU64::new(1);
+
+/// Numbers `next..end` of a runtime's ids, reserved by this thread.
+#[derive(Clone, Copy)]
+struct Block {
+    /// The runtime's `serial`; 0 for none.
+    owner: u64,
+    next: u64,
+    end: u64,
+}
+
+const EMPTY: Block = Block {
+    owner: 0,
+    next: 0,
+    end: 0,
+};
+
+thread_local! {
+    /// The blocks this thread holds, newest reservation first: a few engines can share a
+    /// thread (tests) without reserving a block per call.
+    static BLOCKS: [Cell<Block>; 4] = const { [const { Cell::new(EMPTY) }; 4] };
+}
+
+/// The next number of `counter`'s sequence for this thread: one atomic add per `BLOCK`
+/// numbers instead of one per number. Numbers are unique; on one thread they count up
+/// from 0 as the counter itself would. A thread that ends leaves its block's rest unused,
+/// and threads' numbers interleave: fine for ids, which need only be unique.
+fn take(counter: &AtomicU64, owner: u64) -> u64 {
+    let cached = BLOCKS.try_with(|blocks| {
+        for cell in blocks {
+            let b = cell.get();
+            if b.owner == owner {
+                if b.next < b.end {
+                    cell.set(Block {
+                        next: b.next + 1,
+                        ..b
+                    });
+                    return Some(b.next);
+                }
+                break;
+            }
+        }
+        None
+    });
+    match cached {
+        Ok(Some(n)) => n,
+        Ok(None) => {
+            let start = counter.fetch_add(BLOCK, Ordering::Relaxed);
+            let _ = BLOCKS.try_with(|blocks| {
+                // Newest first: the entry this owner had, or the oldest, makes room.
+                let mut carry = Block {
+                    owner,
+                    next: start.saturating_add(1),
+                    end: start.saturating_add(BLOCK),
+                };
+                for cell in blocks {
+                    let old = cell.replace(carry);
+                    if old.owner == owner {
+                        break;
+                    }
+                    carry = old;
+                }
+            });
+            start
+        }
+        // The thread is being torn down: take one number the slow way.
+        Err(_) => counter.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
 impl Runtime {
     pub fn new(seed: u64, default_lease: u64) -> Runtime {
+        let mut id_prefix = *b"clpe-00000000-";
+        let tag = (mix64(seed) >> 32) as u32;
+        for (i, digit) in id_prefix.iter_mut().skip(5).take(8).enumerate() {
+            let nibble = (tag >> (4 * (7 - i))) & 0xf;
+            *digit = char::from_digit(nibble, 16).map_or(b'0', |c| c as u8);
+        }
         Runtime {
             connections: Connections::default(),
             counters: Counters::default(),
             rates: RateBuckets::default(),
             default_lease,
             seed,
-            rng: AtomicU64::new(0),
+            rng: Padded(AtomicU64::new(0)),
             ids: AtomicU64::new(0),
+            serial: RUNTIMES.fetch_add(1, Ordering::Relaxed),
+            id_prefix,
             peer_counters: Mutex::new(FxHashMap::default()),
         }
     }
@@ -68,26 +160,77 @@ impl Runtime {
 
     /// A fresh connection id, unique for this engine's seed.
     pub fn connection_id(&self) -> Arc<str> {
-        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        let n = take(&self.ids, self.serial);
         // `clpe-<8 hex digits of the seed>-<n>`, without the formatting machinery: this
         // runs on every admitted connection that came without an id.
-        let mut id = String::with_capacity(36);
-        id.push_str("clpe-");
-        let tag = (mix64(self.seed) >> 32) as u32;
-        for shift in (0..8).rev() {
-            id.push(char::from_digit((tag >> (4 * shift)) & 0xf, 16).unwrap_or('0'));
-        }
-        id.push('-');
-        let mut digits: smallvec::SmallVec<[char; 20]> = smallvec::SmallVec::new();
-        let mut v = n;
-        loop {
-            digits.push(char::from_digit((v % 10) as u32, 10).unwrap_or('0'));
-            v /= 10;
-            if v == 0 {
-                break;
+        let mut id = [0u8; 34];
+        let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+        if let Some((prefix, number)) = id.split_first_chunk_mut::<14>() {
+            *prefix = self.id_prefix;
+            let mut v = n;
+            for d in number.iter_mut().take(digits).rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
             }
         }
-        id.extend(digits.iter().rev());
-        Arc::from(id)
+        let text = id.get(..14 + digits).unwrap_or_default();
+        Arc::from(std::str::from_utf8(text).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    #[test]
+    fn ids_count_up_per_engine_and_never_repeat() {
+        let a = Runtime::new(7, 0);
+        let b = Runtime::new(7, 0);
+        let tag = format!("{:08x}", (mix64(7) >> 32) as u32);
+        assert_eq!(&*a.connection_id(), format!("clpe-{tag}-0"));
+        assert_eq!(
+            &*b.connection_id(),
+            format!("clpe-{tag}-0"),
+            "its own sequence"
+        );
+        assert_eq!(&*a.connection_id(), format!("clpe-{tag}-1"));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3000 {
+            assert!(seen.insert(a.connection_id()));
+            let _ = b.connection_id();
+        }
+        let others: Vec<Arc<str>> = std::thread::scope(|s| {
+            let h = s.spawn(|| (0..2000).map(|_| a.connection_id()).collect());
+            h.join().unwrap()
+        });
+        for id in others {
+            assert!(seen.insert(id), "another thread's ids are its own");
+        }
+        let max = Runtime::new(1, 0);
+        max.ids.store(u64::MAX - 5, Ordering::Relaxed);
+        assert!(
+            max.connection_id()
+                .ends_with(&u64::MAX.wrapping_sub(5).to_string())
+        );
+    }
+
+    #[test]
+    fn random_draws_follow_the_seeded_sequence() {
+        let r = Runtime::new(42, 0);
+        let want: Vec<u64> = (0..5).map(|k| mix64(42 ^ mix64(k))).collect();
+        let got: Vec<u64> = (0..5).map(|_| r.random()).collect();
+        assert_eq!(got, want);
+        // Threads share the one sequence: together they draw its next numbers, no others.
+        let drawn: std::collections::BTreeSet<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| (0..100).map(|_| r.random()).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let want: std::collections::BTreeSet<u64> =
+            (5..205).map(|k| mix64(42 ^ mix64(k))).collect();
+        assert_eq!(drawn, want);
     }
 }

@@ -88,7 +88,8 @@ proptest! {
 enum ConnOp {
     Open(u8),
     Close(u8),
-    Advance(u8),
+    /// Seconds.
+    Advance(u16),
 }
 
 fn limit_engine() -> Engine {
@@ -115,17 +116,21 @@ fn limit_engine() -> Engine {
 
 proptest! {
     /// Opens, closes, denies and clock advances leave the counter equal to the number of
-    /// admitted, unclosed, unexpired connections.
+    /// admitted, unclosed, unexpired connections; the open-connection records (held for the
+    /// default lease, an hour) and the target peer's count agree with their own model.
     #[test]
     fn limiter_counts_what_is_open(ops in prop::collection::vec(prop_oneof![
         (0u8..8).prop_map(ConnOp::Open),
         (0u8..8).prop_map(ConnOp::Close),
-        (0u8..6).prop_map(ConnOp::Advance),
+        (0u16..6).prop_map(ConnOp::Advance),
+        // Half an hour: records held by the default lease (an hour) end too.
+        Just(ConnOp::Advance(1800)),
     ], 1..60)) {
         let engine = limit_engine();
         let mut now = Time::ZERO;
-        // id -> expiry (nanos)
+        // id -> expiry (nanos): of the limiter's slot, and of the connection's record.
         let mut open: BTreeMap<u8, u64> = BTreeMap::new();
+        let mut records: BTreeMap<u8, u64> = BTreeMap::new();
         for op in ops {
             match op {
                 ConnOp::Open(id) => {
@@ -136,6 +141,7 @@ proptest! {
                         // A reused id replaces the old record, but only once admitted: it counts until then.
                         prop_assert!(open.len() < 3);
                         open.insert(id, now.0 + 10_000_000_000);
+                        records.insert(id, now.0 + 3_600_000_000_000);
                     } else if r.decided_by.as_deref() == Some("connection-limiter") {
                         prop_assert!(open.len() >= 3);
                     }
@@ -145,6 +151,7 @@ proptest! {
                     let r = engine.decide(&ev, now, DecideOptions::default()).unwrap();
                     prop_assert_eq!(r.decision, clpe_core::Decision::Allow);
                     open.remove(&id);
+                    records.remove(&id);
                 }
                 ConnOp::Advance(s) => now = now.plus_nanos(u64::from(s) * 1_000_000_000),
             }
@@ -152,6 +159,10 @@ proptest! {
             open.retain(|_, exp| *exp > now.0);
             let counted = engine.runtime().counters.current(&"/three".into(), &[]);
             prop_assert_eq!(counted, open.len() as i64);
+            records.retain(|_, exp| *exp > now.0);
+            prop_assert_eq!(engine.runtime().connections.open(), records.len() as i64);
+            let peer = engine.snapshot().peers.get("p0").map(|p| p.open.load(std::sync::atomic::Ordering::Acquire));
+            prop_assert_eq!(peer, Some(records.len() as i64));
         }
     }
 }

@@ -194,3 +194,131 @@ fn a_million_rate_limit_keys_stay_bounded() {
     rates.sweep(now.plus_nanos(1_000_000_000));
     assert_eq!(rates.len(), 0, "idle keys are dropped");
 }
+
+fn response(v: serde_json::Value) -> clpe_core::Response {
+    serde_json::from_value(v).unwrap()
+}
+
+/// What the log keeps of a response: everything but the fallbacks, annotations and trace.
+fn logged(r: &clpe_core::Response) -> clpe_core::Response {
+    clpe_core::Response {
+        fallback_peers: None,
+        annotations: Default::default(),
+        trace: None,
+        ..r.clone()
+    }
+}
+
+fn record(monitor: &clpe_core::monitor::Monitor, event: &Event, r: &clpe_core::Response, t: u64) {
+    let outcome = clpe_core::Outcome {
+        event,
+        response: r,
+        agent_nanos: &[],
+        failures: &[],
+        chain_nanos: None,
+        closed: None,
+        now: Time(t),
+    };
+    monitor.record(&outcome, Time(t));
+}
+
+#[test]
+fn the_decision_log_gives_back_every_field_it_keeps() {
+    let attrs: serde_json::Map<String, serde_json::Value> = (0..64)
+        .map(|i| (format!("k{i}"), json!("é".repeat(i))))
+        .collect();
+    let events: Vec<Event> = [
+        json!({"type": "NewConnection", "direction": "egress", "dst_service": "db", "dst_namespace": "ns",
+               "src_service": "a", "src_peer": "p", "src_attributes": attrs, "connection_id": "c1"}),
+        json!({"type": "NewConnection", "direction": "ingress", "dst_service": "db", "src_peer": "p"}),
+        json!({"type": "ExposeService", "service": "s", "namespace": "ns"}),
+        json!({"type": "ExposeService", "service": "s"}),
+        json!({"type": "ServiceListRequest", "src_peer": "p"}),
+        json!({"type": "ConnectionClosed", "connection_id": "c1", "bytes_sent": 0, "bytes_received": u64::MAX}),
+        json!({"type": "ConnectionClosed", "connection_id": "c1"}),
+    ]
+    .into_iter()
+    .map(|v| serde_json::from_value(v).unwrap())
+    .collect();
+    let responses = [
+        response(
+            json!({"decision": "allow", "target_peer": "p0", "fallback_peers": ["p1"],
+            "target_peers": ["p0", "p1"], "services": ["ns/a", ""], "rate_limit": {"bits_per_second": 1u64 << 40},
+            "connection_id": "c1", "matched_by": "ns/policy", "decided_by": "acl", "reason": "because",
+            "would_deny": [{"agent": "acl", "policy": "/dry"}, {"agent": "rate-limiter", "policy": "/r"}],
+            "annotations": {"x": "y"}}),
+        ),
+        response(json!({"decision": "deny", "reason": ""})),
+        response(json!({"decision": "deny", "target_peers": [], "services": [], "reason": "no"})),
+    ];
+    let monitor = clpe_core::monitor::Monitor::new(1000);
+    let mut want = Vec::new();
+    let mut t = 0;
+    for event in &events {
+        for r in &responses {
+            t += 1;
+            record(&monitor, event, r, t);
+            want.push((event.clone(), logged(r)));
+        }
+    }
+    let log = monitor.decisions(1000);
+    assert_eq!(log.len(), want.len());
+    for (entry, (event, r)) in log.iter().zip(&want) {
+        assert_eq!(&entry.event, event);
+        assert_eq!(&entry.response, r);
+    }
+    assert_eq!(monitor.log_dropped(), 0);
+}
+
+#[test]
+fn the_decision_log_keeps_its_capacity_and_orders_by_time() {
+    let monitor = clpe_core::monitor::Monitor::new(4);
+    let r = response(json!({"decision": "allow", "reason": "ok"}));
+    // Out of order on purpose: the log answers by time, then by the order of decisions.
+    let times = [50, 10, 70, 30, 90, 20, 60, 80, 40, 70];
+    for (i, t) in times.iter().enumerate() {
+        record(&monitor, &conn("a", &format!("c{i}")), &r, *t);
+    }
+    let log = monitor.decisions(100);
+    // The last four decided are kept (capacity 4): 40, 60, 70 (c9), 80.
+    let got: Vec<(u64, String)> = log
+        .iter()
+        .map(|e| match &e.event {
+            Event::NewConnection(c) => (e.time, c.connection_id.as_deref().unwrap().to_owned()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [(40, "c8"), (60, "c6"), (70, "c9"), (80, "c7")].map(|(t, c)| (t, c.to_owned()))
+    );
+    assert_eq!(monitor.decisions(2).len(), 2);
+    assert_eq!(monitor.decisions(2)[1].time, 80);
+    assert!(monitor.decisions(0).is_empty());
+    assert!(clpe_core::monitor::Monitor::new(0).decisions(10).is_empty());
+}
+
+#[test]
+fn threads_log_apart_and_the_log_merges_them_by_time() {
+    let monitor = clpe_core::monitor::Monitor::new(100);
+    let r = response(json!({"decision": "allow", "reason": "ok"}));
+    std::thread::scope(|s| {
+        for thread in 0..2u64 {
+            let (monitor, r) = (&monitor, &r);
+            s.spawn(move || {
+                for i in 0..10u64 {
+                    let t = i * 2 + thread;
+                    record(monitor, &conn("a", &format!("t{thread}-{i}")), r, t);
+                }
+            });
+        }
+    });
+    let log = monitor.decisions(100);
+    assert_eq!(log.len() as u64, 20 - monitor.log_dropped());
+    assert!(
+        log.windows(2)
+            .all(|w| (w[0].time, w[0].seq) <= (w[1].time, w[1].seq))
+    );
+    let metrics = engine(vec![]).metrics();
+    assert!(metrics.contains("clpe_decision_log_entries 0"));
+}
