@@ -136,6 +136,69 @@ impl CompiledRule {
     }
 }
 
+/// A rule as the index keeps it: most policies have one selector a side, each nothing
+/// but a pair or two, and those are held in place (no allocation, one cache line for a
+/// few rules); the rest are boxed.
+#[derive(Clone, Debug)]
+enum Stored {
+    Pairs {
+        from: [u32; 2],
+        to: [u32; 2],
+        from_len: u8,
+        to_len: u8,
+    },
+    General(Box<CompiledRule>),
+}
+
+/// The pairs of a side that is one selector of at most two pairs and nothing else.
+fn small_side(side: &[Compiled]) -> Option<([u32; 2], u8)> {
+    match side {
+        [one] if one.requirements.is_empty() && one.pairs.len() <= 2 => {
+            let mut out = [NONE; 2];
+            for (slot, p) in out.iter_mut().zip(one.pairs.iter()) {
+                *slot = *p;
+            }
+            Some((out, one.pairs.len() as u8))
+        }
+        _ => None,
+    }
+}
+
+impl Stored {
+    fn new(rule: CompiledRule) -> Stored {
+        match (small_side(&rule.from), small_side(&rule.to)) {
+            (Some((from, from_len)), Some((to, to_len))) => Stored::Pairs {
+                from,
+                to,
+                from_len,
+                to_len,
+            },
+            _ => Stored::General(Box::new(rule)),
+        }
+    }
+
+    #[inline]
+    fn matches(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> bool {
+        match self {
+            Stored::Pairs {
+                from,
+                to,
+                from_len,
+                to_len,
+            } => {
+                from.iter()
+                    .take(usize::from(*from_len))
+                    .all(|p| src.has_pair(*p))
+                    && to
+                        .iter()
+                        .take(usize::from(*to_len))
+                        .all(|p| dst.has_pair(*p))
+            }
+            Stored::General(rule) => rule.matches(src, dst),
+        }
+    }
+}
+
 /// Set on a posting whose rule matches whenever the posting is found.
 const EXACT: u32 = 1 << 31;
 
@@ -262,7 +325,7 @@ const MAX_PAIRS: usize = 16;
 /// Rules indexed for lookup; rule ids are their positions in the list given to `build`.
 #[derive(Default)]
 pub struct MatchIndex {
-    rules: Vec<CompiledRule>,
+    rules: Vec<Stored>,
     /// Rules filed under a source pair.
     from: Postings,
     /// Rules filed under a destination pair.
@@ -430,7 +493,10 @@ impl MatchIndex {
         index.to = Postings::build(to_lists);
         index.pairs = Postings::build(pair_lists);
         index.scan = scan.into();
-        index.rules = rules;
+        // A new vector: collecting in place would keep the larger one's capacity.
+        let mut stored = Vec::with_capacity(rules.len());
+        stored.extend(rules.into_iter().map(Stored::new));
+        index.rules = stored;
         index
     }
 
