@@ -44,6 +44,21 @@ pub enum OpenError {
     Restore(ApplyError),
 }
 
+/// Run after every batch (applied or refused): the binary hands its allocator's free
+/// memory back to the system there. Process-wide, like the allocator it speaks for.
+static AFTER_BATCH: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what runs after every batch (once per process; later calls are ignored).
+pub fn set_after_batch(hook: fn()) {
+    let _ = AFTER_BATCH.set(hook);
+}
+
+fn after_batch() {
+    if let Some(hook) = AFTER_BATCH.get() {
+        hook();
+    }
+}
+
 pub struct Daemon {
     engine: Engine,
     store: Box<dyn Store>,
@@ -140,13 +155,18 @@ impl Daemon {
 
     /// Applies a batch, all or nothing, durably. Blocking: call it off the async executor.
     pub fn apply(&self, docs: Vec<Document>) -> Result<Applied, ApplyError> {
-        self.engine.apply_with(docs, |changes| self.commit(changes))
+        let result = self.engine.apply_with(docs, |changes| self.commit(changes));
+        after_batch();
+        result
     }
 
     /// Deletes documents, all or nothing, durably. Blocking: call it off the async executor.
     pub fn delete(&self, keys: &[DocKey]) -> Result<Applied, ApplyError> {
-        self.engine
-            .delete_with(keys, |changes| self.commit(changes))
+        let result = self
+            .engine
+            .delete_with(keys, |changes| self.commit(changes));
+        after_batch();
+        result
     }
 
     /// Decides an event now (the wall clock).

@@ -162,6 +162,10 @@ pub fn run(args: Args) -> Result<Exit> {
         return Ok(Exit::Failed);
     }
     let apply_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // What the batch's temporaries occupied is free now; hand it back before measuring
+    // what the engine holds (the daemon does the same after a batch). The input text is
+    // still held: it was counted before, so it is not counted as added.
+    crate::release_free_memory();
     let memory_bytes = proc_status("VmRSS:").saturating_sub(rss_before);
     drop(inputs);
 

@@ -6,7 +6,13 @@ use clap::{Parser, Subcommand};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: clpe_alloc::MiMalloc = clpe_alloc::MiMalloc;
+
+/// Gives memory the allocator holds free back to the system (after a large batch).
+pub fn release_free_memory() {
+    #[cfg(feature = "mimalloc")]
+    clpe_alloc::release_free_memory();
+}
 
 mod apply;
 mod bench;

@@ -70,6 +70,7 @@ pub fn run(args: Args) -> Result<Exit> {
         .thread_name("clpe-serve")
         .build()
         .context("starting the async runtime")?;
+    clpe_server::daemon::set_after_batch(crate::release_free_memory);
     runtime.block_on(clpe_server::run(config, crate::loader()))?;
     Ok(Exit::Ok)
 }
