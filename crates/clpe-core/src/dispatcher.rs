@@ -640,7 +640,7 @@ impl Engine {
                         .map(|t| (t.peer.name.clone(), t.peer.open.clone()));
                     let slots = std::mem::take(&mut cx.slots);
                     let expires = cx.now.plus_nanos(self.runtime.default_lease);
-                    let service = e.src_service.as_ref().map(|s| Arc::from(s.as_str()));
+                    let service = e.src_service.clone();
                     self.runtime
                         .connections
                         .admit(id.clone(), peer, service, slots, expires);

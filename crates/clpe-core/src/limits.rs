@@ -14,7 +14,7 @@ use hashbrown::HashTable;
 use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 
-use crate::names::{PeerName, Time};
+use crate::names::{PeerName, ServiceName, Time};
 
 const SHARDS: usize = 32;
 
@@ -179,7 +179,7 @@ pub struct Connection {
     /// Unique in its shard: tells this record's expiries from a replaced one's.
     seq: u64,
     pub target: Option<PeerName>,
-    pub src_service: Option<Arc<str>>,
+    pub src_service: Option<ServiceName>,
     pub slots: Vec<SlotGuard>,
     /// The peer's open-connection count, held until the record goes.
     peer_open: Option<PeerOpen>,
@@ -369,7 +369,7 @@ impl Connections {
         &self,
         id: Arc<str>,
         target: Option<(PeerName, Arc<AtomicI64>)>,
-        src_service: Option<Arc<str>>,
+        src_service: Option<ServiceName>,
         slots: Vec<SlotGuard>,
         expires: Time,
     ) {

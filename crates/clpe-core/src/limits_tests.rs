@@ -80,13 +80,19 @@ fn a_peer_counts_the_connections_open_to_it() {
     let conns = Connections::default();
     let open: Arc<std::sync::atomic::AtomicI64> = Arc::default();
     let to_peer = || Some((PeerName::from("p0"), open.clone()));
-    conns.admit("a".into(), to_peer(), Some("svc".into()), vec![], Time(10));
+    conns.admit(
+        "a".into(),
+        to_peer(),
+        Some(ServiceName::from("svc")),
+        vec![],
+        Time(10),
+    );
     conns.admit("b".into(), to_peer(), None, vec![], Time(20));
     assert_eq!(open.load(Ordering::Acquire), 2);
     let closed = conns.close("a").unwrap();
     assert_eq!(open.load(Ordering::Acquire), 1, "given back on close");
     assert_eq!(closed.target.as_ref().map(|p| p.as_str()), Some("p0"));
-    assert_eq!(closed.src_service.as_deref(), Some("svc"));
+    assert_eq!(closed.src_service.as_ref().map(|s| s.as_str()), Some("svc"));
     conns.expire(Time(20));
     assert_eq!(open.load(Ordering::Acquire), 0, "given back on expiry");
     assert_eq!(conns.open(), 0);

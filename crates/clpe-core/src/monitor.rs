@@ -284,7 +284,7 @@ impl Monitor {
                 s.would_deny.update(key, names, |n| *n += 1);
             }
             if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
-                let service = conn.src_service.as_deref().unwrap_or("");
+                let service = conn.src_service.as_ref().map_or("", |s| s.as_str());
                 let peer = conn.target.as_ref().map_or("", |p| p.as_str());
                 let hash = bytes_hash(service, peer);
                 let eq = |b: &BytesEntry| *b.0 == *service && *b.1 == *peer;
