@@ -254,7 +254,7 @@ impl Agent for Acl {
             Scope::Egress { import } => {
                 let namespace: &str = &import.namespace;
                 if let Some(target) = cx.target {
-                    let dst = cx.dst_candidate(import, &target);
+                    let dst = cx.dst_candidate(&target);
                     let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     if let Some(deny) = Self::denial(acl, d) {
                         return Ok(deny);
@@ -264,7 +264,7 @@ impl Agent for Acl {
                     }
                     let fallbacks = cx.fallbacks.clone();
                     for f in fallbacks {
-                        let dst = cx.dst_candidate(import, &f);
+                        let dst = cx.dst_candidate(&f);
                         if !acl.check(&mut cx.notes, namespace, &cx.src, &dst).allowed() {
                             cx.remove_peer(f.name());
                         }
@@ -274,7 +274,7 @@ impl Agent for Acl {
                 let mut first_denial = None;
                 let candidates = cx.candidates.clone();
                 for c in candidates {
-                    let dst = cx.dst_candidate(import, &c);
+                    let dst = cx.dst_candidate(&c);
                     let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     match d.rule.filter(|_| d.allowed()) {
                         Some(r) => cx.allow_because(Some(c.name()), &r.matched_by, &r.reason),

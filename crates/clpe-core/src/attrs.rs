@@ -137,28 +137,27 @@ impl Symbols {
         self.pair_keys.get(pid as usize).copied().unwrap_or(NONE)
     }
 
-    /// An owned pair with its numbers; its key string is the symbols' own (shared).
-    pub fn owned(&self, key: &str, value: &str) -> Pair {
+    /// An owned pair and its numbers (key, pair); its key string is the symbols' own
+    /// (shared).
+    fn owned(&self, key: &str, value: &str) -> (Pair, (u32, u32)) {
         let (key, kid) = match self.keys.get_key_value(key) {
             Some((k, id)) => (k.clone(), *id),
             None => (SmolStr::new(key), NONE),
         };
-        Pair {
-            pid: self.pair(kid, value),
+        let pid = self.pair(kid, value);
+        let pair = Pair {
             key,
             value: SmolStr::new(value),
-            kid,
-        }
+        };
+        (pair, (kid, pid))
     }
 }
 
-/// An owned attribute pair with its numbers.
+/// An owned attribute pair (its numbers are kept beside it, in [`OwnedAttrs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
     pub key: SmolStr,
     pub value: SmolStr,
-    pub kid: u32,
-    pub pid: u32,
 }
 
 /// The attribute pairs of an inventory item (a peer's name and labels, an export's name,
@@ -167,25 +166,17 @@ pub struct Pair {
 #[derive(Clone, Debug, Default)]
 pub struct OwnedAttrs {
     pairs: Box<[Pair]>,
-    /// (key number, pair number) of each pair.
+    /// (key number, pair number) of each pair, in the same order.
     ids: SmallVec<[(u32, u32); 6]>,
 }
 
 impl OwnedAttrs {
-    pub fn new(pairs: Vec<Pair>) -> OwnedAttrs {
-        OwnedAttrs {
-            ids: pairs.iter().map(|p| (p.kid, p.pid)).collect(),
-            pairs: pairs.into(),
-        }
-    }
-
     /// The pairs of several items, in order (their keys must not overlap).
     pub fn concat(parts: &[&OwnedAttrs]) -> OwnedAttrs {
-        OwnedAttrs::new(parts.iter().flat_map(|p| p.pairs.iter().cloned()).collect())
-    }
-
-    pub fn pairs(&self) -> &[Pair] {
-        &self.pairs
+        OwnedAttrs {
+            pairs: parts.iter().flat_map(|p| p.pairs.iter().cloned()).collect(),
+            ids: parts.iter().flat_map(|p| p.ids.iter().copied()).collect(),
+        }
     }
 }
 
@@ -212,15 +203,6 @@ pub struct Attrs<'a> {
     /// The base's numbers, read in place.
     ids: &'a [(u32, u32)],
     extra: SmallVec<[PairRef<'a>; 2]>,
-}
-
-fn as_ref(p: &Pair) -> PairRef<'_> {
-    PairRef {
-        key: &p.key,
-        value: &p.value,
-        kid: p.kid,
-        pid: p.pid,
-    }
 }
 
 impl<'a> Attrs<'a> {
@@ -293,7 +275,13 @@ impl<'a> Attrs<'a> {
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'a>> + '_ {
         self.base
             .iter()
-            .map(as_ref)
+            .zip(self.ids)
+            .map(|(p, &(kid, pid))| PairRef {
+                key: &p.key,
+                value: &p.value,
+                kid,
+                pid,
+            })
             .chain(self.extra.iter().copied())
     }
 
@@ -319,9 +307,20 @@ pub fn owned_with_labels<'l>(
     label_prefix: &str,
     labels: impl IntoIterator<Item = (&'l String, &'l String)>,
 ) -> OwnedAttrs {
-    let mut out: Vec<Pair> = fixed.iter().map(|(k, v)| symbols.owned(k, v)).collect();
-    for (k, v) in labels {
-        out.push(symbols.owned(&format!("{label_prefix}{k}"), v));
+    let mut pairs = Vec::new();
+    let mut ids = SmallVec::new();
+    let mut add = |(pair, id)| {
+        pairs.push(pair);
+        ids.push(id);
+    };
+    for (k, v) in fixed {
+        add(symbols.owned(k, v));
     }
-    OwnedAttrs::new(out)
+    for (k, v) in labels {
+        add(symbols.owned(&format!("{label_prefix}{k}"), v));
+    }
+    OwnedAttrs {
+        pairs: pairs.into(),
+        ids,
+    }
 }

@@ -157,7 +157,7 @@ impl<'s> Context<'s> {
     }
 
     /// The destination side's attributes for an egress candidate.
-    pub fn dst_candidate(&self, _import: &'s ImportEntry, c: &Candidate<'s>) -> Attrs<'s> {
+    pub fn dst_candidate(&self, c: &Candidate<'s>) -> Attrs<'s> {
         Attrs::over(&c.source.attrs)
     }
 
@@ -166,7 +166,7 @@ impl<'s> Context<'s> {
     pub fn dst_current(&self) -> Option<Attrs<'s>> {
         match self.scope {
             Scope::Ingress { export, .. } => Some(self.dst_local(export)),
-            Scope::Egress { import } => self.target.as_ref().map(|t| self.dst_candidate(import, t)),
+            Scope::Egress { .. } => self.target.as_ref().map(|t| self.dst_candidate(t)),
             _ => None,
         }
     }

@@ -747,11 +747,7 @@ fn resolve<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Result<Scope<'s>, St
         Event::NewConnection(e) => {
             let ns = e.dst_namespace.as_ref().map_or("default", |n| n.as_str());
             match e.direction {
-                Direction::Ingress => match snapshot
-                    .exports
-                    .get(ns)
-                    .and_then(|m| m.get(e.dst_service.as_str()))
-                {
+                Direction::Ingress => match snapshot.export(ns, e.dst_service.as_str()) {
                     Some(export) => Ok(Scope::Ingress {
                         export,
                         namespace: ns,

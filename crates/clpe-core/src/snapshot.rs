@@ -60,8 +60,6 @@ pub struct SourceEntry {
 pub struct ImportEntry {
     pub key: DocKey,
     pub namespace: SmolStr,
-    /// `export.clusterlink.net/labels.<k>` from the Import's labels.
-    pub label_attrs: OwnedAttrs,
     pub sources: Vec<SourceEntry>,
     pub scheme: Scheme,
     pub counter: Arc<AtomicU64>,
@@ -428,7 +426,6 @@ pub fn build(
         let entry = ImportEntry {
             key: doc.key.clone(),
             namespace: doc.key.namespace.clone(),
-            label_attrs,
             sources,
             scheme: spec.lb_scheme,
             counter: prev_import.map(|p| p.counter.clone()).unwrap_or_default(),
