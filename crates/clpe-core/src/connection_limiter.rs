@@ -20,7 +20,7 @@ impl Agent for ConnectionLimiter {
         match cx.event {
             Event::ConnectionClosed(e) => {
                 if !cx.dry_run {
-                    cx.closed = cx.runtime.connections.close(&e.connection_id);
+                    cx.closed = cx.runtime.connections.close(e.connection_id.as_str());
                 }
                 Ok(Verdict::Continue)
             }

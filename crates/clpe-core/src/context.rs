@@ -106,7 +106,7 @@ pub struct Context<'s> {
     /// The smallest `leaseSeconds` asked by a limit that holds this connection.
     pub lease: Option<u64>,
     pub annotations: BTreeMap<String, String>,
-    pub connection_id: Option<Arc<str>>,
+    pub connection_id: Option<crate::names::ConnectionId>,
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     pub closed: Option<crate::limits::Connection>,
     pub(crate) allows: SmallVec<[AllowMark<'s>; 4]>,
@@ -248,9 +248,10 @@ impl<'s> Context<'s> {
         self.notes.explain
     }
 
-    /// A pseudo-random number, reproducible for a given seed and sequence of decisions.
-    pub fn random(&self) -> u64 {
-        self.runtime.random()
+    /// The `n`th pseudo-random number of the sequence named `salt`: reproducible for a
+    /// given seed.
+    pub fn random(&self, n: u64, salt: u64) -> u64 {
+        self.runtime.random(n, salt)
     }
 
     pub fn view(&self) -> StateView {

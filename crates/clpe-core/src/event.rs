@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::EventError;
-use crate::names::{Namespace, PeerName, ServiceName};
+use crate::names::{ConnectionId, Namespace, PeerName, ServiceName};
 
 /// The four event types of SPEC §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub struct NewConnection {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub src_attributes: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_id: Option<Arc<str>>,
+    pub connection_id: Option<ConnectionId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,7 +100,7 @@ pub struct ServiceListRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionClosed {
-    pub connection_id: Arc<str>,
+    pub connection_id: ConnectionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_sent: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,7 +159,7 @@ impl Event {
                     name("src_peer", p.as_str())?;
                 }
                 if let Some(c) = &e.connection_id {
-                    name("connection_id", c)?;
+                    name("connection_id", c.as_str())?;
                 }
                 if e.direction == Direction::Ingress && e.src_peer.is_none() {
                     return bad("src_peer", "is required on ingress");
@@ -185,7 +185,7 @@ impl Event {
                 }
             }
             Event::ServiceListRequest(e) => name("src_peer", e.src_peer.as_str()),
-            Event::ConnectionClosed(e) => name("connection_id", &e.connection_id),
+            Event::ConnectionClosed(e) => name("connection_id", e.connection_id.as_str()),
         }
     }
 }
@@ -233,7 +233,7 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_id: Option<Arc<str>>,
+    pub connection_id: Option<ConnectionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_by: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,11 @@ type List<'s> = SmallVec<[Candidate<'s>; 4]>;
 /// `from` selects it, else the Import's own.
 struct Choice<'a> {
     scheme: Scheme,
+    /// Advanced once per pick: round-robin's position, or the number of the next random
+    /// draw.
     counter: &'a AtomicU64,
+    /// Names the random sequence: the Import's or balancing policy's reference, hashed.
+    salt: u64,
     policy: Option<&'a crate::snapshot::LbEntry>,
 }
 
@@ -35,6 +39,7 @@ fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
             return Choice {
                 scheme: p.spec.scheme,
                 counter: &p.counter,
+                salt: p.salt,
                 policy: Some(p),
             };
         }
@@ -42,6 +47,7 @@ fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
     Choice {
         scheme: import.scheme,
         counter: &import.counter,
+        salt: import.salt,
         policy: None,
     }
 }
@@ -147,7 +153,7 @@ fn prefer<'s>(
         }
         Scheme::Random => {
             if pick {
-                picked(cx.random())
+                picked(cx.random(next(cx), choice.salt))
             } else {
                 pool.clone()
             }
@@ -178,7 +184,7 @@ fn prefer<'s>(
             if !pick {
                 return Some(eligible);
             }
-            let mut r = cx.random() % total;
+            let mut r = cx.random(next(cx), choice.salt) % total;
             let mut idx = 0;
             for (i, c) in eligible.iter().enumerate() {
                 let w = u64::from(weight(c));
@@ -195,7 +201,8 @@ fn prefer<'s>(
         }
         Scheme::LeastConnections => {
             let mut out = pool.clone();
-            out.sort_by_key(|c| (c.peer.open.load(Ordering::Relaxed), c.order));
+            let open = |c: &Candidate<'_>| cx.runtime.connections.open_to(c.peer.open);
+            out.sort_by_key(|c| (open(c), c.order));
             out
         }
         Scheme::ConsistentHash => {

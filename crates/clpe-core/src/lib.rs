@@ -32,4 +32,4 @@ pub use dispatcher::{Applied, Change, DecideOptions, Engine, EngineConfig};
 pub use document::{DocKey, Document, Kind, parse_documents};
 pub use error::{AgentError, ApplyError, DocError, EventError};
 pub use event::{Decision, Event, EventType, Response};
-pub use names::{AgentName, Namespace, PeerName, ServiceName, Time};
+pub use names::{AgentName, ConnectionId, Namespace, PeerName, ServiceName, Time};

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::names::{PeerName, ServiceName, Time};
+use crate::names::{ConnectionId, PeerName, ServiceName, Time};
 
 const SHARDS: usize = 32;
 
@@ -162,40 +162,90 @@ fn shard_index(hash: u64) -> usize {
     (hash >> 32) as usize % SHARDS
 }
 
-/// One unit of a peer's open-connection count (least-connections balancing reads it),
-/// held by the connection's record.
-#[derive(Debug)]
-struct PeerOpen(Arc<AtomicI64>);
+/// How many stripes a peer's open-connection count is split into. A thread adds and
+/// subtracts on its own stripe, so admitting and closing never take a cache line from
+/// another thread; only `least-connections` reads them all.
+const STRIPES: usize = 4;
 
-impl Drop for PeerOpen {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// One peer's open connections, striped per thread (see [`STRIPES`]).
+#[derive(Default)]
+struct PeerOpen {
+    stripes: [Padded<AtomicI64>; STRIPES],
+}
+
+impl PeerOpen {
+    fn add(&self, n: i64) {
+        if let Some(s) = self.stripes.get(thread_stripe()) {
+            s.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn sum(&self) -> i64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
     }
 }
+
+/// This thread's stripe, handed out in turn as threads first ask.
+fn thread_stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    }
+    STRIPE
+        .try_with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % STRIPES);
+            }
+            s.get()
+        })
+        .unwrap_or(0)
+}
+
+/// A peer's place in [`Connections`]' open-connection counts: a number, so a connection's
+/// record names its peer's count without holding a reference another thread also counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerRef(u32);
 
 /// An admitted connection: what it holds until it is closed or its lease ends.
 #[derive(Debug)]
 pub struct Connection {
-    /// Unique in its shard: tells this record's expiries from a replaced one's.
+    /// Unique in its shard: tells this record's expiries from those of a record that had
+    /// its place before.
     seq: u64,
     pub target: Option<PeerName>,
     pub src_service: Option<ServiceName>,
     pub slots: Vec<SlotGuard>,
-    /// The peer's open-connection count, held until the record goes.
-    peer_open: Option<PeerOpen>,
+    /// The peer whose open-connection count holds this connection.
+    peer: Option<PeerRef>,
     pub expires: Time,
 }
 
-/// A record in a shard's table, with its id's hash (to grow the table without hashing
-/// ids again, and to find the record from its expiries without its id).
+/// A record in a shard, with its id's hash (to find its index entry from its expiries).
 struct Record {
     hash: u64,
-    id: Arc<str>,
+    id: ConnectionId,
     conn: Connection,
 }
 
-/// When a lease ends: (time, the record's sequence number, its id's hash).
-type Due = (u64, u64, u64);
+/// An index entry: where a record is in its shard's slab, and the low half of its id's
+/// hash, enough to place it again when the index grows (8 bytes move, not the record).
+#[derive(Clone, Copy)]
+struct Pos {
+    at: u32,
+    hash: u32,
+}
+
+/// The index's hash of an entry: both halves from the low 32 bits of the id's hash (the
+/// shard was chosen by the high ones), so an entry can be placed from what it stores.
+fn index_hash(low: u32) -> u64 {
+    u64::from(low) << 32 | u64::from(low)
+}
+
+/// When a lease ends: (time, the record's sequence number, its place in the slab).
+type Due = (u64, u64, u32);
 
 /// A shard's pending expiries. Leases mostly end in the order connections came (one
 /// lease length, one clock), so most go to the back of a queue that stays in time order,
@@ -219,15 +269,15 @@ impl Expiries {
     /// The connection's lease end, and each earlier slot lease end: a connection that
     /// holds no slot (the common case) costs one entry.
     #[inline]
-    fn push_conn(&mut self, hash: u64, conn: &Connection) {
-        self.push((conn.expires.0, conn.seq, hash));
+    fn push_conn(&mut self, at: u32, conn: &Connection) {
+        self.push((conn.expires.0, conn.seq, at));
         let mut last = conn.expires;
         for slot in &conn.slots {
             // INVARIANT: no slot outlives its connection (`admit` makes sure), so a slot
             // ending with the connection needs no entry of its own. Repeats are harmless
             // (an entry whose work is done changes nothing) but skipped when adjacent.
             if slot.expires < conn.expires && slot.expires != last {
-                self.push((slot.expires.0, conn.seq, hash));
+                self.push((slot.expires.0, conn.seq, at));
                 last = slot.expires;
             }
         }
@@ -256,9 +306,14 @@ impl Expiries {
     }
 }
 
+/// A shard's records sit in a slab, in the order they came (a freed place is reused
+/// first): admitting writes where the last admission wrote, and the index that finds
+/// records by id holds 8 bytes each, so it stays in cache and grows cheaply.
 #[derive(Default)]
 struct ConnShard {
-    conns: HashTable<Record>,
+    index: HashTable<Pos>,
+    slab: Vec<Option<Record>>,
+    free: Vec<u32>,
     /// Every pending expiry; stale entries (closed or replaced connections) are skipped.
     expiries: Expiries,
     /// The expiries kept after the last rebuild.
@@ -267,19 +322,65 @@ struct ConnShard {
 }
 
 impl ConnShard {
-    fn find(&self, hash: u64, id: &str) -> Option<&Record> {
-        self.conns.find(hash, |r| *r.id == *id)
+    fn record(&self, at: u32) -> Option<&Record> {
+        self.slab.get(at as usize).and_then(Option::as_ref)
     }
 
-    fn expire(&mut self, now: Time) {
-        while let Some((_, seq, hash)) = self.expiries.pop_due(now.0) {
-            let Ok(entry) = self.conns.find_entry(hash, |r| r.conn.seq == seq) else {
+    fn find(&self, hash: u64, id: &str) -> Option<u32> {
+        let eq = |p: &Pos| self.record(p.at).is_some_and(|r| r.id.as_str() == id);
+        self.index.find(index_hash(hash as u32), eq).map(|p| p.at)
+    }
+
+    /// Takes the record at `at` out of the slab and the index.
+    fn remove(&mut self, at: u32, peers: &boxcar::Vec<PeerOpen>) -> Option<Record> {
+        let record = self.slab.get_mut(at as usize)?.take()?;
+        if let Ok(entry) = self
+            .index
+            .find_entry(index_hash(record.hash as u32), |p| p.at == at)
+        {
+            entry.remove();
+        }
+        self.free.push(at);
+        if let Some(open) = record.conn.peer.and_then(|p| peers.get(p.0 as usize)) {
+            open.add(-1);
+        }
+        Some(record)
+    }
+
+    /// Puts a record in a free place, with its expiries.
+    fn insert(&mut self, record: Record) {
+        let pos = Pos {
+            at: match self.free.pop() {
+                Some(at) => at,
+                None => {
+                    self.slab.push(None);
+                    // INVARIANT: a shard holds far fewer than 4 billion connections (the
+                    // process would run out of memory first).
+                    (self.slab.len() - 1) as u32
+                }
+            },
+            hash: record.hash as u32,
+        };
+        self.expiries.push_conn(pos.at, &record.conn);
+        if let Some(place) = self.slab.get_mut(pos.at as usize) {
+            *place = Some(record);
+        }
+        self.index
+            .insert_unique(index_hash(pos.hash), pos, |p| index_hash(p.hash));
+    }
+
+    fn expire(&mut self, now: Time, peers: &boxcar::Vec<PeerOpen>) {
+        while let Some((_, seq, at)) = self.expiries.pop_due(now.0) {
+            let Some(Some(record)) = self.slab.get_mut(at as usize) else {
                 continue;
             };
-            if entry.get().conn.expires <= now {
-                entry.remove();
+            if record.conn.seq != seq {
+                continue; // the connection it was for is gone
+            }
+            if record.conn.expires <= now {
+                self.remove(at, peers);
             } else {
-                entry.into_mut().conn.slots.retain(|s| s.expires > now);
+                record.conn.slots.retain(|s| s.expires > now);
             }
         }
         self.compact();
@@ -291,7 +392,7 @@ impl ConnShard {
     #[inline]
     fn compact(&mut self) {
         let len = self.expiries.len();
-        if len > 1024 && len > 4 * (self.conns.len() + 1) && len > 2 * self.rebuilt {
+        if len > 1024 && len > 4 * (self.index.len() + 1) && len > 2 * self.rebuilt {
             self.rebuild();
         }
     }
@@ -299,8 +400,10 @@ impl ConnShard {
     #[cold]
     fn rebuild(&mut self) {
         let mut fresh = Expiries::default();
-        for r in self.conns.iter() {
-            fresh.push_conn(r.hash, &r.conn);
+        for (at, record) in self.slab.iter().enumerate() {
+            if let Some(r) = record {
+                fresh.push_conn(at as u32, &r.conn);
+            }
         }
         // All in time order in the queue, none in the heap.
         let mut all: Vec<Due> = fresh.queue.into_iter().collect();
@@ -318,12 +421,19 @@ impl ConnShard {
     }
 }
 
-/// The open connections, by id, with their slots; sharded by id.
+/// The open connections, by id, with their slots; sharded by id. Also the count of open
+/// connections per peer, which `least-connections` balances on.
 pub struct Connections {
     shards: Box<[Padded<Mutex<ConnShard>>]>,
     /// A lower bound of the earliest expiry anywhere: decisions sweep only past it.
     next_expiry: AtomicU64,
     sweeping: Mutex<()>,
+    /// Open connections per peer, by [`PeerRef`]: appended to, never moved, so reading a
+    /// count takes no lock.
+    peers: boxcar::Vec<PeerOpen>,
+    /// A peer's place in `peers`, by name: kept for the engine's life, so a peer that
+    /// leaves the inventory and comes back finds its connections still counted.
+    peer_refs: Mutex<FxHashMap<PeerName, PeerRef>>,
 }
 
 impl Default for Connections {
@@ -332,6 +442,8 @@ impl Default for Connections {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             next_expiry: AtomicU64::new(u64::MAX),
             sweeping: Mutex::new(()),
+            peers: boxcar::Vec::new(),
+            peer_refs: Mutex::new(FxHashMap::default()),
         }
     }
 }
@@ -343,6 +455,24 @@ fn id_hash(id: &str) -> u64 {
 impl Connections {
     fn shard(&self, hash: u64) -> Option<&Mutex<ConnShard>> {
         self.shards.get(shard_index(hash)).map(|p| &p.0)
+    }
+
+    /// The place of `peer`'s open-connection count, made on first use (when a snapshot
+    /// is built, not per decision).
+    pub fn peer(&self, peer: &PeerName) -> PeerRef {
+        let mut refs = self.peer_refs.lock();
+        if let Some(r) = refs.get(peer) {
+            return *r;
+        }
+        // INVARIANT: fewer than 4 billion distinct peer names over an engine's life.
+        let r = PeerRef(self.peers.push(PeerOpen::default()) as u32);
+        refs.insert(peer.clone(), r);
+        r
+    }
+
+    /// Connections open to a peer now.
+    pub fn open_to(&self, peer: PeerRef) -> i64 {
+        self.peers.get(peer.0 as usize).map_or(0, PeerOpen::sum)
     }
 
     /// Releases everything whose lease ended at or before `now`. Cheap when nothing is due.
@@ -358,7 +488,7 @@ impl Connections {
         self.next_expiry.store(u64::MAX, Ordering::Release);
         for shard in self.shards.iter() {
             let mut s = shard.lock();
-            s.expire(now);
+            s.expire(now, &self.peers);
             self.next_expiry.fetch_min(s.next(), Ordering::AcqRel);
         }
     }
@@ -367,45 +497,43 @@ impl Connections {
     /// replaced (its slots are given back).
     pub fn admit(
         &self,
-        id: Arc<str>,
-        target: Option<(PeerName, Arc<AtomicI64>)>,
+        id: ConnectionId,
+        target: Option<(PeerName, PeerRef)>,
         src_service: Option<ServiceName>,
         slots: Vec<SlotGuard>,
         expires: Time,
     ) {
         let expires = slots.iter().map(|s| s.expires).fold(expires, Time::max);
-        let (target, peer_open) = match target {
-            Some((name, counter)) => {
-                counter.fetch_add(1, Ordering::AcqRel);
-                (Some(name), Some(PeerOpen(counter)))
+        let (target, peer) = match target {
+            Some((name, peer)) => {
+                if let Some(open) = self.peers.get(peer.0 as usize) {
+                    open.add(1);
+                }
+                (Some(name), Some(peer))
             }
             None => (None, None),
         };
-        let hash = id_hash(&id);
+        let hash = id_hash(id.as_str());
         let Some(shard) = self.shard(hash) else {
             return;
         };
         let earliest = {
             let mut guard = shard.lock();
             let s = &mut *guard;
+            // A reused id (rare): the old record gives its slots back here.
+            if let Some(at) = s.find(hash, id.as_str()) {
+                s.remove(at, &self.peers);
+            }
             s.seq += 1;
             let conn = Connection {
                 seq: s.seq,
                 target,
                 src_service,
                 slots,
-                peer_open,
+                peer,
                 expires,
             };
-            s.expiries.push_conn(hash, &conn);
-            match s.conns.find_entry(hash, |r| *r.id == *id) {
-                // A reused id (rare): the old record gives its slots back here.
-                Ok(entry) => entry.into_mut().conn = conn,
-                Err(_) => {
-                    s.conns
-                        .insert_unique(hash, Record { hash, id, conn }, |r| r.hash);
-                }
-            }
+            s.insert(Record { hash, id, conn });
             s.compact();
             s.next()
         };
@@ -419,23 +547,16 @@ impl Connections {
     /// Closes a connection: its slots are given back. Unknown ids are fine (`None`).
     pub fn close(&self, id: &str) -> Option<Connection> {
         let hash = id_hash(id);
-        let record = {
-            let mut s = self.shard(hash)?.lock();
-            match s.conns.find_entry(hash, |r| *r.id == *id) {
-                Ok(entry) => entry.remove().0,
-                Err(_) => return None,
-            }
-        };
-        let mut conn = record.conn;
-        conn.peer_open = None;
-        Some(conn)
+        let mut s = self.shard(hash)?.lock();
+        let at = s.find(hash, id)?;
+        s.remove(at, &self.peers).map(|r| r.conn)
     }
 
     /// Connections admitted and neither closed nor expired.
     pub fn open(&self) -> i64 {
         self.shards
             .iter()
-            .map(|s| s.lock().conns.len() as i64)
+            .map(|s| s.lock().index.len() as i64)
             .sum()
     }
 

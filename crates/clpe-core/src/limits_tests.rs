@@ -78,8 +78,17 @@ fn a_reused_id_replaces_the_record_and_gives_its_slots_back() {
 #[test]
 fn a_peer_counts_the_connections_open_to_it() {
     let conns = Connections::default();
-    let open: Arc<std::sync::atomic::AtomicI64> = Arc::default();
-    let to_peer = || Some((PeerName::from("p0"), open.clone()));
+    let p0 = conns.peer(&PeerName::from("p0"));
+    assert_eq!(conns.peer(&PeerName::from("p0")), p0, "one count per name");
+    let p1 = conns.peer(&PeerName::from("p1"));
+    conns.admit(
+        "x".into(),
+        Some((PeerName::from("p1"), p1)),
+        None,
+        vec![],
+        Time(5),
+    );
+    let to_peer = || Some((PeerName::from("p0"), p0));
     conns.admit(
         "a".into(),
         to_peer(),
@@ -88,13 +97,21 @@ fn a_peer_counts_the_connections_open_to_it() {
         Time(10),
     );
     conns.admit("b".into(), to_peer(), None, vec![], Time(20));
-    assert_eq!(open.load(Ordering::Acquire), 2);
-    let closed = conns.close("a").unwrap();
-    assert_eq!(open.load(Ordering::Acquire), 1, "given back on close");
+    assert_eq!((conns.open_to(p0), conns.open_to(p1)), (2, 1));
+    // Another thread closes on its own stripe: the sum is what counts.
+    let closed = std::thread::scope(|s| s.spawn(|| conns.close("a")).join().unwrap()).unwrap();
+    assert_eq!(conns.open_to(p0), 1, "given back on close");
     assert_eq!(closed.target.as_ref().map(|p| p.as_str()), Some("p0"));
     assert_eq!(closed.src_service.as_ref().map(|s| s.as_str()), Some("svc"));
+    // A reused id replaces the record: the count is not taken twice.
+    conns.admit("b".into(), to_peer(), None, vec![], Time(20));
+    assert_eq!(conns.open_to(p0), 1);
     conns.expire(Time(20));
-    assert_eq!(open.load(Ordering::Acquire), 0, "given back on expiry");
+    assert_eq!(
+        (conns.open_to(p0), conns.open_to(p1)),
+        (0, 0),
+        "given back on expiry"
+    );
     assert_eq!(conns.open(), 0);
 }
 
@@ -106,10 +123,10 @@ fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
     // Two expiries each (the slot's lease ends first): 200,000 entries if none went.
     for i in 0..100_000u64 {
         let slot = counters.try_reserve(&p, &[], u64::MAX, Time(50)).unwrap();
-        let id: Arc<str> = format!("c{i}").into();
+        let id = ConnectionId::new(format!("c{i}"));
         conns.admit(id.clone(), None, None, vec![slot], Time(100 + i % 7));
         if i % 5000 != 0 {
-            assert!(conns.close(&id).is_some());
+            assert!(conns.close(id.as_str()).is_some());
         }
     }
     let heap: usize = conns.shards.iter().map(|s| s.lock().expiries.len()).sum();
@@ -118,6 +135,11 @@ fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
         "{heap} expiries kept for 20 open connections"
     );
     assert_eq!(conns.open(), 20);
+    let places: usize = conns.shards.iter().map(|s| s.lock().slab.len()).sum();
+    assert!(
+        places <= 20 + SHARDS,
+        "{places} record places for 20 open connections: closed ones are reused"
+    );
     assert_eq!(counters.current(&p, &[]), 20);
     conns.expire(Time(49));
     assert_eq!(counters.current(&p, &[]), 20);
@@ -143,11 +165,11 @@ fn threads_admit_and_close_without_losing_count() {
             let (counters, conns, p) = (&counters, &conns, &p);
             s.spawn(move || {
                 for i in 0..2_000 {
-                    let id: Arc<str> = format!("t{t}-{i}").into();
+                    let id = ConnectionId::new(format!("t{t}-{i}"));
                     let slot = counters.try_reserve(p, &[], u64::MAX, Time(1_000)).unwrap();
                     conns.admit(id.clone(), None, None, vec![slot], Time(1_000));
                     if i % 2 == 0 {
-                        conns.close(&id);
+                        conns.close(id.as_str());
                     }
                 }
             });
@@ -166,7 +188,13 @@ fn leases_end_exactly_in_any_order_they_were_given() {
     // Late, early, in between, repeated: the queue and the heap both hold some.
     let ends = [300u64, 100, 200, 50, 400, 400, 150, 350, 50, 500];
     for (i, end) in ends.iter().enumerate() {
-        conns.admit(format!("c{i}").into(), None, None, vec![], Time(*end));
+        conns.admit(
+            ConnectionId::new(format!("c{i}")),
+            None,
+            None,
+            vec![],
+            Time(*end),
+        );
     }
     let mut sorted = ends.to_vec();
     sorted.sort_unstable();

@@ -27,7 +27,7 @@ use crate::event::{
     RateLimit, Response, ServiceListRequest, WouldDeny,
 };
 use crate::limits::Padded;
-use crate::names::{Namespace, PeerName, ServiceName, Time};
+use crate::names::{ConnectionId, Namespace, PeerName, ServiceName, Time};
 use crate::runtime::Runtime;
 
 const SHARDS: usize = 16;
@@ -742,7 +742,7 @@ fn encode(out: &mut Vec<u8>, event: &Event, r: &Response) {
             e.dst_namespace.as_ref().map(|n| n.as_str()),
             e.src_service.as_ref().map(|s| s.as_str()),
             e.src_peer.as_ref().map(|p| p.as_str()),
-            e.connection_id.as_deref(),
+            e.connection_id.as_ref().map(|c| c.as_str()),
             Some(&e.src_attributes),
             None,
             None,
@@ -774,7 +774,7 @@ fn encode(out: &mut Vec<u8>, event: &Event, r: &Response) {
         Event::ConnectionClosed(e) => (
             3,
             0,
-            Some(&*e.connection_id),
+            Some(e.connection_id.as_str()),
             None,
             None,
             None,
@@ -785,7 +785,7 @@ fn encode(out: &mut Vec<u8>, event: &Event, r: &Response) {
         ),
     };
     let r5 = r.target_peer.as_ref().map(|p| p.as_str());
-    let r6 = r.connection_id.as_deref();
+    let r6 = r.connection_id.as_ref().map(|c| c.as_str());
     let r7 = r.matched_by.as_deref();
     let r8 = r.decided_by.as_deref();
     let r9 = Some(&*r.reason);
@@ -975,7 +975,7 @@ fn decode(slot: &Slot) -> Option<LogEntry> {
         rd.opt(e4)?,
     ];
     let target_peer = rd.opt(target_peer)?.map(PeerName::from);
-    let connection_id = rd.opt(connection_id)?.map(Arc::from);
+    let connection_id = rd.opt(connection_id)?.map(ConnectionId::from);
     let matched_by = rd.opt(matched_by)?.map(Arc::from);
     let decided_by = rd.opt(decided_by)?.map(Arc::from);
     let reason = Arc::from(rd.opt(reason)??);
@@ -996,7 +996,7 @@ fn decode(slot: &Slot) -> Option<LogEntry> {
                 src_service: e2.map(ServiceName::from),
                 src_peer: e3.map(PeerName::from),
                 src_attributes,
-                connection_id: e4.map(Arc::from),
+                connection_id: e4.map(ConnectionId::from),
             })
         }
         1 => Event::ExposeService(ExposeService {
@@ -1007,7 +1007,7 @@ fn decode(slot: &Slot) -> Option<LogEntry> {
             src_peer: PeerName::from(e0?),
         }),
         3 => Event::ConnectionClosed(ConnectionClosed {
-            connection_id: Arc::from(e0?),
+            connection_id: ConnectionId::from(e0?),
             bytes_sent: (flags & BYTES_SENT != 0).then(|| number(s0, s1)),
             bytes_received: (flags & BYTES_RECEIVED != 0).then(|| number(b0, b1)),
         }),

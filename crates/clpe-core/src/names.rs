@@ -66,6 +66,11 @@ name_type!(
     /// The name of a policy agent: a built-in one or a loaded `WasmAgent`.
     AgentName
 );
+name_type!(
+    /// A connection's id: the caller's, or one the engine made (inline up to 23 bytes, as
+    /// the engine's are below a billion connections: making one allocates nothing).
+    ConnectionId
+);
 
 /// The order of an agent in an event's chain: 0 runs first.
 pub type Priority = u32;

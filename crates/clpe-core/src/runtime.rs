@@ -1,18 +1,14 @@
 //! The engine's mutable state that outlives snapshots: open connections, limiter
-//! counters, rate buckets, the balancers' randomness. Nothing here takes a global lock on
-//! the decision path: counters are atomics, tables are sharded, and connection ids are
-//! handed out from per-thread blocks. Random draws keep one sequence for the engine, so a
-//! seeded engine makes the same choices whichever threads serve a sequential client.
+//! counters, rate buckets, the balancers' seed. Nothing here takes a global lock on the
+//! decision path: counters are atomics, tables are sharded, and connection ids are handed
+//! out from per-thread blocks. Random draws come from one seeded sequence per balancer
+//! (see [`Runtime::random`]).
 
 use std::cell::Cell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
-
-use crate::limits::{Connections, Counters, Padded};
-use crate::names::PeerName;
+use crate::limits::{Connections, Counters};
+use crate::names::ConnectionId;
 use crate::rate_limiter::RateBuckets;
 
 pub struct Runtime {
@@ -22,15 +18,11 @@ pub struct Runtime {
     /// The lease of connections held by no limit policy, nanoseconds.
     pub default_lease: u64,
     seed: u64,
-    /// Written by every random draw: on a line of its own, away from what every decision
-    /// reads.
-    rng: Padded<AtomicU64>,
     ids: AtomicU64,
     /// This runtime's number in the process: names its blocks in the threads' caches.
     serial: u64,
     /// `clpe-<8 hex digits of the seed's mix>-`: every connection id starts so.
     id_prefix: [u8; 14],
-    pub(crate) peer_counters: Mutex<FxHashMap<PeerName, Arc<AtomicI64>>>,
 }
 
 /// SplitMix64: a good 64-bit mix, used for reproducible randomness and stable hashing.
@@ -145,21 +137,22 @@ impl Runtime {
             rates: RateBuckets::default(),
             default_lease,
             seed,
-            rng: Padded(AtomicU64::new(0)),
             ids: AtomicU64::new(0),
             serial: RUNTIMES.fetch_add(1, Ordering::Relaxed),
             id_prefix,
-            peer_counters: Mutex::new(FxHashMap::default()),
         }
     }
 
-    /// The next pseudo-random number of the engine's seeded sequence.
-    pub fn random(&self) -> u64 {
-        mix64(self.seed ^ mix64(self.rng.fetch_add(1, Ordering::Relaxed)))
+    /// The `n`th number of the seeded pseudo-random sequence named `salt`. Each balancer
+    /// draws from its own sequence, numbered by its own counter: threads drawing for
+    /// different Imports share no counter, and a seeded engine makes the same choices
+    /// for a sequential client.
+    pub fn random(&self, n: u64, salt: u64) -> u64 {
+        mix64(self.seed ^ salt ^ mix64(n))
     }
 
     /// A fresh connection id, unique for this engine's seed.
-    pub fn connection_id(&self) -> Arc<str> {
+    pub fn connection_id(&self) -> ConnectionId {
         let n = take(&self.ids, self.serial);
         // `clpe-<8 hex digits of the seed>-<n>`, without the formatting machinery: this
         // runs on every admitted connection that came without an id.
@@ -174,7 +167,7 @@ impl Runtime {
             }
         }
         let text = id.get(..14 + digits).unwrap_or_default();
-        Arc::from(std::str::from_utf8(text).unwrap_or_default())
+        ConnectionId::new(std::str::from_utf8(text).unwrap_or_default())
     }
 }
 
@@ -189,19 +182,19 @@ mod tests {
         let a = Runtime::new(7, 0);
         let b = Runtime::new(7, 0);
         let tag = format!("{:08x}", (mix64(7) >> 32) as u32);
-        assert_eq!(&*a.connection_id(), format!("clpe-{tag}-0"));
+        assert_eq!(a.connection_id().as_str(), format!("clpe-{tag}-0"));
         assert_eq!(
-            &*b.connection_id(),
+            b.connection_id().as_str(),
             format!("clpe-{tag}-0"),
             "its own sequence"
         );
-        assert_eq!(&*a.connection_id(), format!("clpe-{tag}-1"));
+        assert_eq!(a.connection_id().as_str(), format!("clpe-{tag}-1"));
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3000 {
             assert!(seen.insert(a.connection_id()));
             let _ = b.connection_id();
         }
-        let others: Vec<Arc<str>> = std::thread::scope(|s| {
+        let others: Vec<ConnectionId> = std::thread::scope(|s| {
             let h = s.spawn(|| (0..2000).map(|_| a.connection_id()).collect());
             h.join().unwrap()
         });
@@ -212,25 +205,31 @@ mod tests {
         max.ids.store(u64::MAX - 5, Ordering::Relaxed);
         assert!(
             max.connection_id()
+                .as_str()
                 .ends_with(&u64::MAX.wrapping_sub(5).to_string())
         );
     }
 
     #[test]
-    fn random_draws_follow_the_seeded_sequence() {
+    fn random_draws_are_named_and_numbered_and_seeded() {
         let r = Runtime::new(42, 0);
-        let want: Vec<u64> = (0..5).map(|k| mix64(42 ^ mix64(k))).collect();
-        let got: Vec<u64> = (0..5).map(|_| r.random()).collect();
-        assert_eq!(got, want);
-        // Threads share the one sequence: together they draw its next numbers, no others.
-        let drawn: std::collections::BTreeSet<u64> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..2)
-                .map(|_| s.spawn(|| (0..100).map(|_| r.random()).collect::<Vec<_>>()))
-                .collect();
-            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-        });
-        let want: std::collections::BTreeSet<u64> =
-            (5..205).map(|k| mix64(42 ^ mix64(k))).collect();
-        assert_eq!(drawn, want);
+        let again = Runtime::new(42, 0);
+        let other_seed = Runtime::new(43, 0);
+        let draws = |rt: &Runtime, salt| (0..64).map(|n| rt.random(n, salt)).collect::<Vec<_>>();
+        assert_eq!(draws(&r, 7), draws(&again, 7), "same seed, same sequence");
+        assert_ne!(draws(&r, 7), draws(&r, 8), "each name its own sequence");
+        assert_ne!(
+            draws(&r, 7),
+            draws(&other_seed, 7),
+            "each seed its own sequence"
+        );
+        let distinct: std::collections::HashSet<u64> = draws(&r, 7).into_iter().collect();
+        assert_eq!(distinct.len(), 64);
+        // Spread: over 3 candidates, 3,000 draws land about a third each.
+        let mut hits = [0u32; 3];
+        for n in 0..3000 {
+            hits[(r.random(n, 7) % 3) as usize] += 1;
+        }
+        assert!(hits.iter().all(|h| (850..1150).contains(h)), "{hits:?}");
     }
 }

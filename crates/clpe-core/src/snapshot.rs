@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::AtomicU64;
 
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
@@ -33,8 +33,8 @@ pub struct PeerEntry {
     /// `peer.clusterlink.net/name` and `peer.clusterlink.net/labels.<k>`.
     pub attrs: OwnedAttrs,
     pub reachable: bool,
-    /// Open connections whose target is this peer (for `least-connections`).
-    pub open: Arc<AtomicI64>,
+    /// Where the connections open to this peer are counted (for `least-connections`).
+    pub open: crate::limits::PeerRef,
 }
 
 #[derive(Debug)]
@@ -63,6 +63,8 @@ pub struct ImportEntry {
     pub sources: Vec<SourceEntry>,
     pub scheme: Scheme,
     pub counter: Arc<AtomicU64>,
+    /// Names this Import's random sequence (its reference, hashed).
+    pub salt: u64,
     /// The balancing policies for this import, by name, with the index of their `from`.
     pub lb_policies: Vec<LbEntry>,
     pub lb_index: MatchIndex,
@@ -73,6 +75,8 @@ pub struct LbEntry {
     pub matched_by: Arc<str>,
     pub spec: Arc<LbSpec>,
     pub counter: Arc<AtomicU64>,
+    /// Names this policy's random sequence (its reference, hashed).
+    pub salt: u64,
 }
 
 #[derive(Debug)]
@@ -202,7 +206,8 @@ pub struct BuildEnv<'a> {
     pub local_peer: &'a PeerName,
     pub builtins: &'a [(AgentName, Arc<dyn Agent>)],
     pub loader: Option<&'a dyn crate::agent::AgentLoader>,
-    pub peer_counters: &'a parking_lot::Mutex<FxHashMap<PeerName, Arc<AtomicI64>>>,
+    /// Where each peer's open connections are counted.
+    pub connections: &'a crate::limits::Connections,
 }
 
 /// Why a document set cannot be built: the documents at fault.
@@ -305,11 +310,10 @@ pub fn build(
     // Inventory.
     let mut peers: FxHashMap<PeerName, Arc<PeerEntry>> = FxHashMap::default();
     {
-        let mut counters = env.peer_counters.lock();
         for doc in docs.values() {
             if let Spec::Peer(p) = &doc.spec {
                 let name = PeerName::from(&*doc.key.name);
-                let open = counters.entry(name.clone()).or_default().clone();
+                let open = env.connections.peer(&name);
                 let entry = PeerEntry {
                     attrs: peer_attrs(&symbols, name.as_str(), &doc.labels),
                     labels: doc.labels.clone(),
@@ -418,6 +422,7 @@ pub fn build(
                 to: Box::new([Arc::new(Selector::everything())]),
             });
             lb_policies.push(LbEntry {
+                salt: crate::runtime::stable_hash(&[&matched_by]),
                 matched_by,
                 spec: lb.clone(),
                 counter,
@@ -429,6 +434,7 @@ pub fn build(
             sources,
             scheme: spec.lb_scheme,
             counter: prev_import.map(|p| p.counter.clone()).unwrap_or_default(),
+            salt: crate::runtime::stable_hash(&[&doc.key.reference()]),
             lb_policies,
             lb_index: MatchIndex::build(lb_rules, &symbols),
         };

@@ -161,7 +161,7 @@ proptest! {
             prop_assert_eq!(counted, open.len() as i64);
             records.retain(|_, exp| *exp > now.0);
             prop_assert_eq!(engine.runtime().connections.open(), records.len() as i64);
-            let peer = engine.snapshot().peers.get("p0").map(|p| p.open.load(std::sync::atomic::Ordering::Acquire));
+            let peer = engine.snapshot().peers.get("p0").map(|p| engine.runtime().connections.open_to(p.open));
             prop_assert_eq!(peer, Some(records.len() as i64));
         }
     }

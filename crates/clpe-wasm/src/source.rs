@@ -63,7 +63,10 @@ impl InputSource for Source<'_, '_> {
                 );
                 opt("src_service", e.src_service.as_ref().map(|s| s.as_str()));
                 opt("src_peer", e.src_peer.as_ref().map(|p| p.as_str()));
-                opt("connection_id", e.connection_id.as_deref());
+                opt(
+                    "connection_id",
+                    e.connection_id.as_ref().map(|c| c.as_str()),
+                );
             }
             Event::ExposeService(e) => {
                 opt("service", Some(e.service.as_str()));
@@ -71,7 +74,7 @@ impl InputSource for Source<'_, '_> {
             }
             Event::ServiceListRequest(e) => opt("src_peer", Some(e.src_peer.as_str())),
             Event::ConnectionClosed(e) => {
-                opt("connection_id", Some(&e.connection_id));
+                opt("connection_id", Some(e.connection_id.as_str()));
                 opt("bytes_sent", e.bytes_sent.map(|n| n.to_string()).as_deref());
                 opt(
                     "bytes_received",

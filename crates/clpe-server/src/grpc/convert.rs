@@ -1,13 +1,13 @@
 //! Protobuf messages to and from the engine's domain types, at the edge: the conversion
 //! is where a malformed message gets the path of the field at fault.
 
-use std::sync::Arc;
-
 use clpe_core::event::{
     ConnectionClosed, Direction, ExposeService, NewConnection, RateLimit, ServiceListRequest,
     StateView, TraceEntry, WouldDeny,
 };
-use clpe_core::{Decision, Event, EventError, Namespace, PeerName, Response, ServiceName};
+use clpe_core::{
+    ConnectionId, Decision, Event, EventError, Namespace, PeerName, Response, ServiceName,
+};
 
 use super::proto;
 
@@ -33,7 +33,7 @@ impl TryFrom<proto::Event> for Event {
                 src_peer: PeerName::from(e.src_peer.as_str()),
             }),
             Kind::ConnectionClosed(e) => Event::ConnectionClosed(ConnectionClosed {
-                connection_id: Arc::from(e.connection_id),
+                connection_id: ConnectionId::new(e.connection_id),
                 bytes_sent: e.bytes_sent,
                 bytes_received: e.bytes_received,
             }),
@@ -68,7 +68,7 @@ impl TryFrom<proto::NewConnection> for NewConnection {
             src_service: e.src_service.as_deref().map(ServiceName::from),
             src_peer: e.src_peer.as_deref().map(PeerName::from),
             src_attributes: e.src_attributes,
-            connection_id: e.connection_id.map(Arc::from),
+            connection_id: e.connection_id.map(ConnectionId::new),
         })
     }
 }
