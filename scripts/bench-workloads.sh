@@ -16,12 +16,15 @@ for n in 100 1000 10000 100000; do
     echo "{\"workload\":\"acl-$n\",\"policies\":$n,${line#\{}" >> "$out"
   done
 done
-for threads in 1 2; do
-  for _ in $(seq "$runs"); do
-    line=$(target/release/clpe bench --json --local-peer home --threads "$threads" \
+# 1 and 2 threads interleaved, run after run: the VM's speed drifts from minute to
+# minute, so a ratio is fair only between runs made side by side.
+for _ in $(seq "$runs"); do
+  for threads in 1 2; do
+    line=$(target/release/clpe bench --json --local-peer home --threads "$threads" --repeat 3 \
       --policies "$bench/chain-10000/policies.yaml" --events "$bench/chain-10000/events.jsonl")
     echo "{\"workload\":\"chain-10000\",\"policies\":10000,${line#\{}" >> "$out"
   done
 done
 python3 scripts/plot_latency.py "$bench/anchors.tsv" "$out" docs/perf/latency.svg
+python3 scripts/summarize_bench.py "$out"
 echo "wrote $out and docs/perf/latency.svg"
