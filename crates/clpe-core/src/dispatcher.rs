@@ -636,7 +636,7 @@ impl Engine {
                         .connection_id
                         .clone()
                         .unwrap_or_else(|| self.runtime.connection_id());
-                    let peer = cx.target.map(|t| (t.peer.name.clone(), t.peer.open));
+                    let peer = cx.target.map(|t| t.peer.open);
                     let slots = std::mem::take(&mut cx.slots);
                     let expires = cx.now.plus_nanos(self.runtime.default_lease);
                     let service = e.src_service.clone();

@@ -168,8 +168,8 @@ fn shard_index(hash: u64) -> usize {
 const STRIPES: usize = 4;
 
 /// One peer's open connections, striped per thread (see [`STRIPES`]).
-#[derive(Default)]
 struct PeerOpen {
+    name: PeerName,
     stripes: [Padded<AtomicI64>; STRIPES],
 }
 
@@ -209,25 +209,33 @@ fn thread_stripe() -> usize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerRef(u32);
 
-/// An admitted connection: what it holds until it is closed or its lease ends.
+/// A closed connection: what it held.
 #[derive(Debug)]
 pub struct Connection {
-    /// Unique in its shard: tells this record's expiries from those of a record that had
-    /// its place before.
-    seq: u64,
     pub target: Option<PeerName>,
     pub src_service: Option<ServiceName>,
     pub slots: Vec<SlotGuard>,
-    /// The peer whose open-connection count holds this connection.
-    peer: Option<PeerRef>,
     pub expires: Time,
 }
 
-/// A record in a shard, with its id's hash (to find its index entry from its expiries).
+/// No peer holds the connection: see [`Record::peer`].
+const NO_PEER: u32 = u32::MAX;
+
+/// An admitted connection's record: what it holds until it is closed or its lease ends.
+/// 88 bytes: every admitted connection writes one, and the table holds as many as are
+/// open, so it is kept small (the target peer is a number, its name found on close).
 struct Record {
-    hash: u64,
     id: ConnectionId,
-    conn: Connection,
+    src_service: Option<ServiceName>,
+    slots: Box<[SlotGuard]>,
+    /// Unique in its shard: tells this record's expiries from those of a record that had
+    /// its place before.
+    seq: u64,
+    expires: Time,
+    /// The low half of the id's hash: finds the record's index entry from its expiries.
+    hash: u32,
+    /// The [`PeerRef`] whose open-connection count holds this connection, or [`NO_PEER`].
+    peer: u32,
 }
 
 /// An index entry: where a record is in its shard's slab, and the low half of its id's
@@ -269,7 +277,7 @@ impl Expiries {
     /// The connection's lease end, and each earlier slot lease end: a connection that
     /// holds no slot (the common case) costs one entry.
     #[inline]
-    fn push_conn(&mut self, at: u32, conn: &Connection) {
+    fn push_conn(&mut self, at: u32, conn: &Record) {
         self.push((conn.expires.0, conn.seq, at));
         let mut last = conn.expires;
         for slot in &conn.slots {
@@ -306,13 +314,19 @@ impl Expiries {
     }
 }
 
+/// Record places per slab chunk.
+const CHUNK: usize = 256;
+
 /// A shard's records sit in a slab, in the order they came (a freed place is reused
 /// first): admitting writes where the last admission wrote, and the index that finds
-/// records by id holds 8 bytes each, so it stays in cache and grows cheaply.
+/// records by id holds 8 bytes each, so it stays in cache and grows cheaply. The slab
+/// grows by chunks, so growing it moves nothing.
 #[derive(Default)]
 struct ConnShard {
     index: HashTable<Pos>,
-    slab: Vec<Option<Record>>,
+    slab: Vec<Box<[Option<Record>]>>,
+    /// Places handed out so far (the slab's chunks hold at least as many).
+    places: u32,
     free: Vec<u32>,
     /// Every pending expiry; stale entries (closed or replaced connections) are skipped.
     expiries: Expiries,
@@ -322,26 +336,37 @@ struct ConnShard {
 }
 
 impl ConnShard {
-    fn record(&self, at: u32) -> Option<&Record> {
-        self.slab.get(at as usize).and_then(Option::as_ref)
+    fn place(&self, at: u32) -> Option<&Option<Record>> {
+        let at = at as usize;
+        self.slab.get(at / CHUNK)?.get(at % CHUNK)
+    }
+
+    fn place_mut(&mut self, at: u32) -> Option<&mut Option<Record>> {
+        let at = at as usize;
+        self.slab.get_mut(at / CHUNK)?.get_mut(at % CHUNK)
     }
 
     fn find(&self, hash: u64, id: &str) -> Option<u32> {
-        let eq = |p: &Pos| self.record(p.at).is_some_and(|r| r.id.as_str() == id);
+        let eq = |p: &Pos| {
+            p.hash == hash as u32
+                && self
+                    .place(p.at)
+                    .is_some_and(|r| r.as_ref().is_some_and(|r| r.id.as_str() == id))
+        };
         self.index.find(index_hash(hash as u32), eq).map(|p| p.at)
     }
 
     /// Takes the record at `at` out of the slab and the index.
     fn remove(&mut self, at: u32, peers: &boxcar::Vec<PeerOpen>) -> Option<Record> {
-        let record = self.slab.get_mut(at as usize)?.take()?;
+        let record = self.place_mut(at)?.take()?;
         if let Ok(entry) = self
             .index
-            .find_entry(index_hash(record.hash as u32), |p| p.at == at)
+            .find_entry(index_hash(record.hash), |p| p.at == at)
         {
             entry.remove();
         }
         self.free.push(at);
-        if let Some(open) = record.conn.peer.and_then(|p| peers.get(p.0 as usize)) {
+        if let Some(open) = peers.get(record.peer as usize) {
             open.add(-1);
         }
         Some(record)
@@ -349,20 +374,22 @@ impl ConnShard {
 
     /// Puts a record in a free place, with its expiries.
     fn insert(&mut self, record: Record) {
-        let pos = Pos {
-            at: match self.free.pop() {
-                Some(at) => at,
-                None => {
-                    self.slab.push(None);
-                    // INVARIANT: a shard holds far fewer than 4 billion connections (the
-                    // process would run out of memory first).
-                    (self.slab.len() - 1) as u32
+        let at = match self.free.pop() {
+            Some(at) => at,
+            None => {
+                if self.places as usize == self.slab.len() * CHUNK {
+                    self.slab.push((0..CHUNK).map(|_| None).collect());
                 }
-            },
-            hash: record.hash as u32,
+                self.places += 1;
+                self.places - 1
+            }
         };
-        self.expiries.push_conn(pos.at, &record.conn);
-        if let Some(place) = self.slab.get_mut(pos.at as usize) {
+        let pos = Pos {
+            at,
+            hash: record.hash,
+        };
+        self.expiries.push_conn(at, &record);
+        if let Some(place) = self.place_mut(at) {
             *place = Some(record);
         }
         self.index
@@ -371,16 +398,18 @@ impl ConnShard {
 
     fn expire(&mut self, now: Time, peers: &boxcar::Vec<PeerOpen>) {
         while let Some((_, seq, at)) = self.expiries.pop_due(now.0) {
-            let Some(Some(record)) = self.slab.get_mut(at as usize) else {
+            let Some(Some(record)) = self.place_mut(at) else {
                 continue;
             };
-            if record.conn.seq != seq {
+            if record.seq != seq {
                 continue; // the connection it was for is gone
             }
-            if record.conn.expires <= now {
+            if record.expires <= now {
                 self.remove(at, peers);
             } else {
-                record.conn.slots.retain(|s| s.expires > now);
+                let mut slots = std::mem::take(&mut record.slots).into_vec();
+                slots.retain(|s| s.expires > now);
+                record.slots = slots.into_boxed_slice();
             }
         }
         self.compact();
@@ -400,9 +429,9 @@ impl ConnShard {
     #[cold]
     fn rebuild(&mut self) {
         let mut fresh = Expiries::default();
-        for (at, record) in self.slab.iter().enumerate() {
+        for (at, record) in self.slab.iter().flat_map(|c| c.iter()).enumerate() {
             if let Some(r) = record {
-                fresh.push_conn(at as u32, &r.conn);
+                fresh.push_conn(at as u32, r);
             }
         }
         // All in time order in the queue, none in the heap.
@@ -465,7 +494,10 @@ impl Connections {
             return *r;
         }
         // INVARIANT: fewer than 4 billion distinct peer names over an engine's life.
-        let r = PeerRef(self.peers.push(PeerOpen::default()) as u32);
+        let r = PeerRef(self.peers.push(PeerOpen {
+            name: peer.clone(),
+            stripes: Default::default(),
+        }) as u32);
         refs.insert(peer.clone(), r);
         r
     }
@@ -498,20 +530,20 @@ impl Connections {
     pub fn admit(
         &self,
         id: ConnectionId,
-        target: Option<(PeerName, PeerRef)>,
+        target: Option<PeerRef>,
         src_service: Option<ServiceName>,
         slots: Vec<SlotGuard>,
         expires: Time,
     ) {
         let expires = slots.iter().map(|s| s.expires).fold(expires, Time::max);
-        let (target, peer) = match target {
-            Some((name, peer)) => {
+        let peer = match target {
+            Some(peer) => {
                 if let Some(open) = self.peers.get(peer.0 as usize) {
                     open.add(1);
                 }
-                (Some(name), Some(peer))
+                peer.0
             }
-            None => (None, None),
+            None => NO_PEER,
         };
         let hash = id_hash(id.as_str());
         let Some(shard) = self.shard(hash) else {
@@ -525,15 +557,15 @@ impl Connections {
                 s.remove(at, &self.peers);
             }
             s.seq += 1;
-            let conn = Connection {
-                seq: s.seq,
-                target,
+            s.insert(Record {
+                id,
                 src_service,
-                slots,
-                peer,
+                slots: slots.into_boxed_slice(),
+                seq: s.seq,
                 expires,
-            };
-            s.insert(Record { hash, id, conn });
+                hash: hash as u32,
+                peer,
+            });
             s.compact();
             s.next()
         };
@@ -549,7 +581,14 @@ impl Connections {
         let hash = id_hash(id);
         let mut s = self.shard(hash)?.lock();
         let at = s.find(hash, id)?;
-        s.remove(at, &self.peers).map(|r| r.conn)
+        let r = s.remove(at, &self.peers)?;
+        drop(s);
+        Some(Connection {
+            target: self.peers.get(r.peer as usize).map(|p| p.name.clone()),
+            src_service: r.src_service,
+            slots: r.slots.into_vec(),
+            expires: r.expires,
+        })
     }
 
     /// Connections admitted and neither closed nor expired.

@@ -81,14 +81,8 @@ fn a_peer_counts_the_connections_open_to_it() {
     let p0 = conns.peer(&PeerName::from("p0"));
     assert_eq!(conns.peer(&PeerName::from("p0")), p0, "one count per name");
     let p1 = conns.peer(&PeerName::from("p1"));
-    conns.admit(
-        "x".into(),
-        Some((PeerName::from("p1"), p1)),
-        None,
-        vec![],
-        Time(5),
-    );
-    let to_peer = || Some((PeerName::from("p0"), p0));
+    conns.admit("x".into(), Some(p1), None, vec![], Time(5));
+    let to_peer = || Some(p0);
     conns.admit(
         "a".into(),
         to_peer(),
@@ -135,7 +129,7 @@ fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
         "{heap} expiries kept for 20 open connections"
     );
     assert_eq!(conns.open(), 20);
-    let places: usize = conns.shards.iter().map(|s| s.lock().slab.len()).sum();
+    let places: usize = conns.shards.iter().map(|s| s.lock().places as usize).sum();
     assert!(
         places <= 20 + SHARDS,
         "{places} record places for 20 open connections: closed ones are reused"
@@ -206,4 +200,11 @@ fn leases_end_exactly_in_any_order_they_were_given() {
     for (i, end) in ends.iter().enumerate() {
         assert!(!conns.contains(&format!("c{i}")), "c{i} ended at {end}");
     }
+}
+
+#[test]
+fn a_record_stays_small() {
+    // Every admitted connection writes one: the table holds as many as are open.
+    assert_eq!(std::mem::size_of::<Option<Record>>(), 88);
+    assert_eq!(std::mem::size_of::<Pos>(), 8);
 }
