@@ -67,7 +67,7 @@ fn reserve(cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
         if p.spec.dry_run {
             // Evaluated in full (its counter moves) but never denies.
             let counter = runtime.counters.counter(&p.name, &values);
-            let guard = SlotGuard::take(counter, p.name.clone(), expires);
+            let guard = SlotGuard::take(counter, expires);
             if guard_over(&guard, max) {
                 cx.would_deny(&p.name);
             }

@@ -35,21 +35,15 @@ impl<T> std::ops::Deref for Padded<T> {
 #[derive(Debug)]
 pub struct SlotGuard {
     counter: Arc<AtomicI64>,
-    /// The limit policy that holds the slot (empty for a peer's open-connection count).
-    pub policy: Arc<str>,
     /// When the slot is released if the connection is never closed.
     pub expires: Time,
 }
 
 impl SlotGuard {
     /// Takes one unit of `counter` unconditionally.
-    pub fn take(counter: Arc<AtomicI64>, policy: Arc<str>, expires: Time) -> SlotGuard {
+    pub fn take(counter: Arc<AtomicI64>, expires: Time) -> SlotGuard {
         counter.fetch_add(1, Ordering::AcqRel);
-        SlotGuard {
-            counter,
-            policy,
-            expires,
-        }
+        SlotGuard { counter, expires }
     }
 }
 
@@ -139,11 +133,7 @@ impl Counters {
     ) -> Option<SlotGuard> {
         let counter = self.counter(policy, values);
         let before = counter.fetch_add(1, Ordering::AcqRel);
-        let guard = SlotGuard {
-            counter,
-            policy: policy.clone(),
-            expires,
-        };
+        let guard = SlotGuard { counter, expires };
         if before < 0 || (before as u64) >= max {
             return None; // the guard gives the unit back
         }

@@ -12,6 +12,7 @@ use crate::agent::{Agent, Verdict};
 use crate::context::Context;
 use crate::error::AgentError;
 use crate::event::Event;
+use crate::limits::Padded;
 use crate::names::Time;
 
 const SHARDS: usize = 32;
@@ -33,13 +34,15 @@ struct Shard {
 /// is the same as a new one, so idle buckets are dropped: memory is bounded by the keys
 /// active within one burst window.
 pub struct RateBuckets {
-    shards: Box<[Mutex<Shard>]>,
+    /// Each on its own cache line: threads checking buckets of different shards do not
+    /// take a line from each other.
+    shards: Box<[Padded<Mutex<Shard>>]>,
 }
 
 impl Default for RateBuckets {
     fn default() -> Self {
         RateBuckets {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
         }
     }
 }
