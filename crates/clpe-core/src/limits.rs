@@ -212,15 +212,12 @@ pub struct Connection {
 const NO_PEER: u32 = u32::MAX;
 
 /// An admitted connection's record: what it holds until it is closed or its lease ends.
-/// 88 bytes: every admitted connection writes one, and the table holds as many as are
+/// 80 bytes: every admitted connection writes one, and the table holds as many as are
 /// open, so it is kept small (the target peer is a number, its name found on close).
 struct Record {
     id: ConnectionId,
     src_service: Option<ServiceName>,
     slots: Box<[SlotGuard]>,
-    /// Unique in its shard: tells this record's expiries from those of a record that had
-    /// its place before.
-    seq: u64,
     expires: Time,
     /// The low half of the id's hash: finds the record's index entry from its expiries.
     hash: u32,
@@ -242,8 +239,11 @@ fn index_hash(low: u32) -> u64 {
     u64::from(low) << 32 | u64::from(low)
 }
 
-/// When a lease ends: (time, the record's sequence number, its place in the slab).
-type Due = (u64, u64, u32);
+/// When a lease ends: (time, a place in the slab). An entry can outlive the record it was
+/// made for (closed, or replaced by a later one in the same place); acting on it is still
+/// right, because it only removes what is due at `now`: the record in the place if its
+/// lease has ended, else those of its slots whose lease has.
+type Due = (u64, u32);
 
 /// A shard's pending expiries. Leases mostly end in the order connections came (one
 /// lease length, one clock), so most go to the back of a queue that stays in time order,
@@ -268,14 +268,14 @@ impl Expiries {
     /// holds no slot (the common case) costs one entry.
     #[inline]
     fn push_conn(&mut self, at: u32, conn: &Record) {
-        self.push((conn.expires.0, conn.seq, at));
+        self.push((conn.expires.0, at));
         let mut last = conn.expires;
         for slot in &conn.slots {
             // INVARIANT: no slot outlives its connection (`admit` makes sure), so a slot
             // ending with the connection needs no entry of its own. Repeats are harmless
             // (an entry whose work is done changes nothing) but skipped when adjacent.
             if slot.expires < conn.expires && slot.expires != last {
-                self.push((slot.expires.0, conn.seq, at));
+                self.push((slot.expires.0, at));
                 last = slot.expires;
             }
         }
@@ -318,11 +318,11 @@ struct ConnShard {
     /// Places handed out so far (the slab's chunks hold at least as many).
     places: u32,
     free: Vec<u32>,
-    /// Every pending expiry; stale entries (closed or replaced connections) are skipped.
+    /// Every pending expiry; entries of closed or replaced connections stay until they
+    /// come due or a rebuild drops them (harmless: see [`Due`]).
     expiries: Expiries,
     /// The expiries kept after the last rebuild.
     rebuilt: usize,
-    seq: u64,
 }
 
 impl ConnShard {
@@ -387,13 +387,10 @@ impl ConnShard {
     }
 
     fn expire(&mut self, now: Time, peers: &boxcar::Vec<PeerOpen>) {
-        while let Some((_, seq, at)) = self.expiries.pop_due(now.0) {
+        while let Some((_, at)) = self.expiries.pop_due(now.0) {
             let Some(Some(record)) = self.place_mut(at) else {
-                continue;
-            };
-            if record.seq != seq {
                 continue; // the connection it was for is gone
-            }
+            };
             if record.expires <= now {
                 self.remove(at, peers);
             } else {
@@ -546,12 +543,10 @@ impl Connections {
             if let Some(at) = s.find(hash, id.as_str()) {
                 s.remove(at, &self.peers);
             }
-            s.seq += 1;
             s.insert(Record {
                 id,
                 src_service,
                 slots: slots.into_boxed_slice(),
-                seq: s.seq,
                 expires,
                 hash: hash as u32,
                 peer,
