@@ -84,17 +84,12 @@ impl Histogram {
     }
 }
 
-/// The address of a shared name (a policy's `matched_by`, an agent's name): counting by
-/// address needs no string hashing and no reference-count traffic on the hot path.
-/// INVARIANT: the map keeps the `Arc` of every address it holds, so an address cannot be
-/// reused for another string while it is a key. Equal strings at different addresses
-/// (from two snapshots) are merged when rendering.
-fn addr(name: &Option<Arc<str>>) -> usize {
-    name.as_ref().map_or(0, addr_of)
-}
-
-fn addr_of(name: &Arc<str>) -> usize {
-    Arc::as_ptr(name) as *const u8 as usize
+/// The address of a shared name (a policy's `matched_by`, an agent's name), 0 for none:
+/// counting by address needs no string hashing and no reference-count traffic on the
+/// hot path. Equal strings at different addresses (from two snapshots) are merged when
+/// rendering.
+fn addr(name: Option<&Arc<str>>) -> usize {
+    name.map_or(0, |n| Arc::as_ptr(n) as *const u8 as usize)
 }
 
 /// Bytes sent, bytes received, connections closed.
@@ -107,14 +102,6 @@ type BytesEntry = (Box<str>, Box<str>, Bytes);
 fn bytes_hash(service: &str, peer: &str) -> u64 {
     FxBuildHasher.hash_one((service, peer))
 }
-
-type DecisionKey = (EventType, Decision, usize, usize);
-
-/// A dry-run deny's key by name: (agent, policy).
-type AgentPolicy = (Arc<str>, Arc<str>);
-
-/// A decision count's key by name: (event type, decision, deciding agent, policy).
-type NamedKey = (EventType, Decision, Option<Arc<str>>, Option<Arc<str>>);
 
 /// What a count adds up: a number, or a latency histogram.
 trait Tally: Default {
@@ -133,63 +120,232 @@ impl Tally for Histogram {
     }
 }
 
-/// Below this many keys by address a shard never folds (see [`ByAddress`]).
-const FOLD_AT: usize = 1024;
+/// A count's key: a small tag (an event type and decision, or nothing) and the addresses
+/// of up to two names (see [`addr`]).
+type Key<T> = (T, usize, usize);
 
-/// Counts keyed by the addresses of shared names (see [`addr`]), each with the names it
-/// stands for. Every snapshot brings names at new addresses, so keys pile up as policies
-/// change: past a bound (twice the distinct names seen, at least [`FOLD_AT`]) the counts
-/// are folded into counts by name and counting by address starts again. A fold costs
-/// its length and comes only after as many new addresses: amortised O(1), and memory
-/// bounded by the names in use.
-struct ByAddress<K, N, V> {
-    live: FxHashMap<K, (N, V)>,
-    folded: FxHashMap<N, V>,
+/// The same key by name.
+type Named<T> = (T, Option<Arc<str>>, Option<Arc<str>>);
+
+/// Counts by [`Key`] in one array, probed linearly from the key's hash and at most half
+/// full, the key beside its count: finding a count reads one cache line, where a
+/// `HashMap` reads its control bytes and then the entry, two lines and, among thousands
+/// of policies, two cache misses per decision. Keys are only added, and cleared all at
+/// once.
+struct Table<T, V> {
+    /// A power of two long (or empty).
+    slots: Vec<(Option<Key<T>>, V)>,
+    len: usize,
 }
 
-impl<K, N, V> Default for ByAddress<K, N, V> {
+impl<T, V> Default for Table<T, V> {
+    fn default() -> Self {
+        Table {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash, V: Default> Table<T, V> {
+    /// Where `key` is, or the free slot where it would go (`None` if there are no slots).
+    fn find(&self, key: &Key<T>) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        // Fx hashes are best mixed in their low bits, as hashbrown uses them.
+        let mut i = FxBuildHasher.hash_one(key) as usize & mask;
+        // INVARIANT: there is a free slot (the table is at most half full): this ends.
+        loop {
+            match self.slots.get(i)? {
+                (Some(k), _) if k != key => i = (i + 1) & mask,
+                _ => return Some(i),
+            }
+        }
+    }
+
+    fn get_mut(&mut self, key: &Key<T>) -> Option<&mut V> {
+        let i = self.find(key)?;
+        match self.slots.get_mut(i)? {
+            (Some(_), v) => Some(v),
+            (None, _) => None,
+        }
+    }
+
+    /// Adds `key` (not there yet) with a zero count.
+    fn insert(&mut self, key: Key<T>) -> Option<&mut V> {
+        if 2 * (self.len + 1) > self.slots.len() {
+            let len = (2 * self.slots.len()).max(16);
+            let old = std::mem::take(&mut self.slots);
+            self.slots = (0..len).map(|_| (None, V::default())).collect();
+            for (k, v) in old {
+                if let Some(slot) = k
+                    .and_then(|k| self.find(&k))
+                    .and_then(|i| self.slots.get_mut(i))
+                {
+                    *slot = (k, v);
+                }
+            }
+        }
+        let slot = self.find(&key).and_then(|i| self.slots.get_mut(i))?;
+        *slot = (Some(key), V::default());
+        self.len += 1;
+        Some(&mut slot.1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key<T>, &V)> {
+        self.slots
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_ref()?, v)))
+    }
+
+    /// Empties the table, giving its counts.
+    fn take(&mut self) -> impl Iterator<Item = (Key<T>, V)> + use<T, V> {
+        self.len = 0;
+        let slots = std::mem::take(&mut self.slots);
+        slots.into_iter().filter_map(|(k, v)| Some((k?, v)))
+    }
+}
+
+/// Below this many keys by address (a MiB of counts) a shard never folds (see
+/// [`ByAddress`]): folding sooner only to count the same names again is wasted work.
+const FOLD_AT: usize = 16 * 1024;
+
+/// Counts keyed by the addresses of shared names (see [`addr`]), and the names behind
+/// those addresses. Every snapshot brings names at new addresses, so keys pile up as
+/// policies change: past a bound (twice the distinct names seen, at least [`FOLD_AT`])
+/// the counts are folded into counts by name and counting by address starts again. A
+/// fold costs its length and comes only after as many new addresses: amortised O(1),
+/// and memory bounded by the names in use.
+struct ByAddress<T, V> {
+    live: Table<T, V>,
+    /// INVARIANT: the name at every address a key in `live` holds (but 0), kept so that
+    /// the address cannot be reused for another string while it is a key.
+    names: FxHashMap<usize, Arc<str>>,
+    folded: FxHashMap<Named<T>, V>,
+}
+
+impl<T, V> Default for ByAddress<T, V> {
     fn default() -> Self {
         ByAddress {
-            live: FxHashMap::default(),
+            live: Table::default(),
+            names: FxHashMap::default(),
             folded: FxHashMap::default(),
         }
     }
 }
 
-impl<K: std::hash::Hash + Eq, N: std::hash::Hash + Eq, V: Tally> ByAddress<K, N, V> {
-    /// Updates the count of `key`; `names` (which clones the `Arc`s) runs only for a new
-    /// key.
-    fn update(&mut self, key: K, names: impl FnOnce() -> N, f: impl FnOnce(&mut V)) {
-        if let Some((_, v)) = self.live.get_mut(&key) {
-            f(v);
-            return;
+impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
+    /// Updates the count of (`tag`, `a`, `b`).
+    fn update(
+        &mut self,
+        tag: T,
+        a: Option<&Arc<str>>,
+        b: Option<&Arc<str>>,
+        f: impl FnOnce(&mut V),
+    ) {
+        let key = (tag, addr(a), addr(b));
+        match self.live.get_mut(&key) {
+            Some(v) => f(v),
+            None => self.insert(key, [a, b], f),
         }
-        if self.live.len() >= FOLD_AT.max(2 * self.folded.len()) {
-            for (_, (n, v)) in self.live.drain() {
-                self.folded.entry(n).or_default().add(&v);
+    }
+
+    #[cold]
+    fn insert(&mut self, key: Key<T>, names: [Option<&Arc<str>>; 2], f: impl FnOnce(&mut V)) {
+        if self.live.len >= FOLD_AT.max(2 * self.folded.len()) {
+            for ((tag, a, b), v) in self.live.take() {
+                let name = |a| self.names.get(&a).cloned();
+                self.folded
+                    .entry((tag, name(a), name(b)))
+                    .or_default()
+                    .add(&v);
             }
+            self.names.clear();
         }
-        let mut v = V::default();
-        f(&mut v);
-        self.live.insert(key, (names(), v));
+        for name in names.into_iter().flatten() {
+            self.names
+                .entry(addr(Some(name)))
+                .or_insert_with(|| name.clone());
+        }
+        if let Some(v) = self.live.insert(key) {
+            f(v);
+        }
     }
 
     /// Every count with its names (one name may come more than once).
-    fn iter(&self) -> impl Iterator<Item = (&N, &V)> {
-        let live = self.live.values().map(|(n, v)| (n, v));
-        live.chain(self.folded.iter())
+    fn iter(&self) -> impl Iterator<Item = (T, Option<&Arc<str>>, Option<&Arc<str>>, &V)> {
+        let live = self
+            .live
+            .iter()
+            .map(|((tag, a, b), v)| (*tag, self.names.get(a), self.names.get(b), v));
+        let folded = self
+            .folded
+            .iter()
+            .map(|((tag, a, b), v)| (*tag, a.as_ref(), b.as_ref(), v));
+        live.chain(folded)
     }
 }
 
 #[derive(Default)]
 struct Shard {
     events: [u64; 4],
-    decisions: ByAddress<DecisionKey, NamedKey, u64>,
+    /// By (event type, decision), deciding agent, matched policy.
+    decisions: ByAddress<(EventType, Decision), u64>,
     chain: Histogram,
-    agents: ByAddress<usize, Arc<str>, Histogram>,
+    /// By agent.
+    agents: ByAddress<(), Histogram>,
     failures: FxHashMap<Arc<str>, u64>,
-    would_deny: ByAddress<(usize, usize), AgentPolicy, u64>,
+    /// By agent and policy.
+    would_deny: ByAddress<(), u64>,
     bytes: HashTable<BytesEntry>,
+}
+
+impl Shard {
+    /// Counts a settled decision.
+    fn count(&mut self, outcome: &Outcome<'_>) {
+        let et = outcome.event.event_type();
+        let r = outcome.response;
+        if let Some(c) = self.events.get_mut(et.index()) {
+            *c += 1;
+        }
+        let (agent, policy) = (r.decided_by.as_ref(), r.matched_by.as_ref());
+        self.decisions
+            .update((et, r.decision), agent, policy, |n| *n += 1);
+        if let Some(n) = outcome.chain_nanos {
+            self.chain.record(n);
+        }
+        for (agent, n) in outcome.agent_nanos {
+            self.agents.update((), Some(agent), None, |h| h.record(*n));
+        }
+        for agent in outcome.failures {
+            match self.failures.get_mut(&**agent) {
+                Some(n) => *n += 1,
+                None => {
+                    self.failures.insert(agent.clone(), 1);
+                }
+            }
+        }
+        for w in &r.would_deny {
+            self.would_deny
+                .update((), Some(&w.agent), Some(&w.policy), |n| *n += 1);
+        }
+        if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
+            let service = conn.src_service.as_ref().map_or("", |s| s.as_str());
+            let peer = conn.target.as_ref().map_or("", |p| p.as_str());
+            let hash = bytes_hash(service, peer);
+            let eq = |b: &BytesEntry| *b.0 == *service && *b.1 == *peer;
+            let entry = match self.bytes.find_mut(hash, eq) {
+                Some(b) => &mut b.2,
+                None => {
+                    let b = (service.into(), peer.into(), Bytes::default());
+                    let rehash = |b: &BytesEntry| bytes_hash(&b.0, &b.1);
+                    &mut self.bytes.insert_unique(hash, b, rehash).into_mut().2
+                }
+            };
+            entry.0 += e.bytes_sent.unwrap_or(0);
+            entry.1 += e.bytes_received.unwrap_or(0);
+            entry.2 += 1;
+        }
+    }
 }
 
 /// The shards added up, by name, for rendering.
@@ -257,54 +413,9 @@ impl Monitor {
 
     /// Records a settled decision (called by the engine when the monitor observes).
     pub fn record(&self, outcome: &Outcome<'_>, now: Time) {
-        let et = outcome.event.event_type();
-        let r = outcome.response;
         let me = my_shard();
         if let Some(shard) = self.shards.get(me) {
-            let mut s = shard.lock();
-            if let Some(c) = s.events.get_mut(et.index()) {
-                *c += 1;
-            }
-            let key = (et, r.decision, addr(&r.decided_by), addr(&r.matched_by));
-            let names = || (et, r.decision, r.decided_by.clone(), r.matched_by.clone());
-            s.decisions.update(key, names, |n| *n += 1);
-            if let Some(n) = outcome.chain_nanos {
-                s.chain.record(n);
-            }
-            for (agent, n) in outcome.agent_nanos {
-                let name = || agent.clone();
-                s.agents.update(addr_of(agent), name, |h| h.record(*n));
-            }
-            for agent in outcome.failures {
-                match s.failures.get_mut(&**agent) {
-                    Some(n) => *n += 1,
-                    None => {
-                        s.failures.insert(agent.clone(), 1);
-                    }
-                }
-            }
-            for w in &r.would_deny {
-                let key = (addr_of(&w.agent), addr_of(&w.policy));
-                let names = || (w.agent.clone(), w.policy.clone());
-                s.would_deny.update(key, names, |n| *n += 1);
-            }
-            if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
-                let service = conn.src_service.as_ref().map_or("", |s| s.as_str());
-                let peer = conn.target.as_ref().map_or("", |p| p.as_str());
-                let hash = bytes_hash(service, peer);
-                let eq = |b: &BytesEntry| *b.0 == *service && *b.1 == *peer;
-                let entry = match s.bytes.find_mut(hash, eq) {
-                    Some(b) => &mut b.2,
-                    None => {
-                        let b = (service.into(), peer.into(), Bytes::default());
-                        let rehash = |b: &BytesEntry| bytes_hash(&b.0, &b.1);
-                        &mut s.bytes.insert_unique(hash, b, rehash).into_mut().2
-                    }
-                };
-                entry.0 += e.bytes_sent.unwrap_or(0);
-                entry.1 += e.bytes_received.unwrap_or(0);
-                entry.2 += 1;
-            }
+            shard.lock().count(outcome);
         }
         if self.log_capacity > 0 {
             // A reader copying the log holds it briefly: rather than wait, drop and count
@@ -315,7 +426,7 @@ impl Monitor {
                 .and_then(|l| l.try_lock())
                 .is_some_and(|mut ring| {
                     let (capacity, limit) = (self.log_capacity, self.log_limit);
-                    ring.write(capacity, limit, now.0, outcome.event, r)
+                    ring.write(capacity, limit, now.0, outcome.event, outcome.response)
                 });
             if !logged {
                 self.log_dropped.fetch_add(1, Ordering::Relaxed);
@@ -375,21 +486,26 @@ impl Monitor {
             for (a, b) in all.events.iter_mut().zip(s.events.iter()) {
                 *a += b;
             }
-            for ((et, d, agent, policy), n) in s.decisions.iter() {
+            for ((et, d), agent, policy, n) in s.decisions.iter() {
                 all.decisions
-                    .entry((*et, d.as_str(), name(agent), name(policy)))
-                    .or_insert((*d, 0))
+                    .entry((et, d.as_str(), name(agent), name(policy)))
+                    .or_insert((d, 0))
                     .1 += n;
             }
             all.chain.merge(&s.chain);
-            for (name, h) in s.agents.iter() {
-                all.agents.entry(name.clone()).or_default().merge(h);
+            for (_, agent, _, h) in s.agents.iter() {
+                if let Some(agent) = agent {
+                    all.agents.entry(agent.clone()).or_default().merge(h);
+                }
             }
             for (k, v) in &s.failures {
                 *all.failures.entry(k.clone()).or_default() += v;
             }
-            for (k, v) in s.would_deny.iter() {
-                *all.would_deny.entry(k.clone()).or_default() += v;
+            for (_, agent, policy, n) in s.would_deny.iter() {
+                if let (Some(agent), Some(policy)) = (agent, policy) {
+                    let key = (agent.clone(), policy.clone());
+                    *all.would_deny.entry(key).or_default() += n;
+                }
             }
             for (service, peer, v) in s.bytes.iter() {
                 let e = all
@@ -543,8 +659,8 @@ impl Monitor {
     }
 }
 
-fn name(n: &Option<Arc<str>>) -> String {
-    n.as_deref().unwrap_or("").to_owned()
+fn name(n: Option<&Arc<str>>) -> String {
+    n.map_or("", |n| n).to_owned()
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

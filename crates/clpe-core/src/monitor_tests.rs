@@ -220,3 +220,98 @@ fn threads_log_apart_and_the_latest_are_merged_by_time() {
         assert_eq!(e.event, event_of(10 + thread as usize, i));
     }
 }
+
+proptest! {
+    /// The table counts as a map does, whatever the keys' addresses and order.
+    #[test]
+    fn the_table_counts_as_a_map_does(keys in prop::collection::vec((0..4u8, 0..300usize, 0..3usize), 0..2000)) {
+        let mut table: Table<u8, u64> = Table::default();
+        let mut model: std::collections::HashMap<Key<u8>, u64> = Default::default();
+        for (tag, a, b) in keys {
+            // Addresses as they come: multiples of 8 (or 0).
+            let key = (tag, a * 8, b * 8);
+            match table.get_mut(&key) {
+                Some(n) => *n += 1,
+                None => *table.insert(key).unwrap() += 1,
+            }
+            *model.entry(key).or_default() += 1;
+            prop_assert!(2 * table.len <= table.slots.len());
+        }
+        let got: std::collections::HashMap<Key<u8>, u64> = table.iter().map(|(k, v)| (*k, *v)).collect();
+        prop_assert_eq!(table.len, model.len());
+        prop_assert_eq!(&got, &model);
+        let taken: std::collections::HashMap<Key<u8>, u64> = table.take().collect();
+        prop_assert_eq!(taken, model);
+        prop_assert_eq!(table.iter().count(), 0);
+        prop_assert!(table.get_mut(&(0, 0, 0)).is_none());
+    }
+}
+
+#[test]
+fn a_decision_count_takes_32_bytes() {
+    type Slot = (Option<Key<(EventType, Decision)>>, u64);
+    assert!(std::mem::size_of::<Slot>() <= 32);
+}
+
+/// Totals by name, as rendering adds them up.
+fn by_name(counts: &ByAddress<(), u64>) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for (_, a, b, n) in counts.iter() {
+        *out.entry((name(a), name(b))).or_default() += n;
+    }
+    out
+}
+
+#[test]
+fn counts_by_address_fold_into_counts_by_name_as_snapshots_come_and_go() {
+    let mut counts: ByAddress<(), u64> = ByAddress::default();
+    let agent: Arc<str> = "acl".into();
+    let mut want = BTreeMap::new();
+    let mut largest = 0;
+    // Snapshots of as many policies as a shard counts before folding: each brings every
+    // name at a new address.
+    let n = FOLD_AT;
+    for snapshot in 0..8 {
+        let policies: Vec<Arc<str>> = (0..n).map(|p| format!("ns/p{p}").into()).collect();
+        for round in 0..3 {
+            for (p, policy) in policies.iter().enumerate() {
+                if (p + round + snapshot) % 3 == 0 {
+                    continue;
+                }
+                counts.update((), Some(&agent), Some(policy), |c| *c += 1);
+                *want
+                    .entry(("acl".to_owned(), policy.to_string()))
+                    .or_default() += 1;
+            }
+        }
+        largest = largest.max(counts.live.len);
+        // Every address a live key holds is kept, and no other.
+        let addrs: std::collections::BTreeSet<usize> = counts
+            .live
+            .iter()
+            .flat_map(|((_, a, b), _)| [*a, *b])
+            .collect();
+        assert_eq!(addrs, counts.names.keys().copied().collect());
+        assert!(counts.names.iter().all(|(a, n)| *a == addr(Some(n))));
+    }
+    assert_eq!(by_name(&counts), want);
+    // Bounded by the names in use, not by the addresses seen.
+    assert_eq!(counts.folded.len(), n);
+    assert!(largest <= 2 * n, "{largest}");
+}
+
+#[test]
+fn counts_keep_no_address_of_a_fold() {
+    // A name counted, folded, then dropped by its snapshot: its address may be reused,
+    // and a new name there is counted apart.
+    let mut counts: ByAddress<(), u64> = ByAddress::default();
+    for i in 0..5000 {
+        let policy: Arc<str> = format!("p{}", i % 1500).into();
+        counts.update((), None, Some(&policy), |n| *n += 1);
+    }
+    let totals = by_name(&counts);
+    assert_eq!(totals.len(), 1500);
+    assert!(totals.iter().all(
+        |((a, p), n)| a.is_empty() && *n == 3 + u64::from(p[1..].parse::<u64>().unwrap() < 500)
+    ));
+}
