@@ -3,14 +3,16 @@
 //! Prometheus text.
 //!
 //! Counters live in per-thread shards (a thread always uses the same shard), so two
-//! threads deciding at once never wait on each other. The log is a ring per shard whose
-//! entries are re-encoded in place as bytes, decoded only when someone reads the log; it
-//! is taken with `try_lock`, and an entry that would have to wait is dropped and counted.
+//! threads deciding at once never wait on each other. The log is a ring of bytes per
+//! shard, entries encoded back to back and decoded only when someone reads the log; it
+//! is taken with `try_lock`, and an entry that would have to wait is dropped and counted
+//! (as is one larger than the log's bound, see [`LIMIT_PER_ENTRY`]).
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::BuildHasher as _;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -82,17 +84,12 @@ impl Histogram {
     }
 }
 
-/// The address of a shared name (a policy's `matched_by`, an agent's name): counting by
-/// address needs no string hashing and no reference-count traffic on the hot path.
-/// INVARIANT: the map keeps the `Arc` of every address it holds, so an address cannot be
-/// reused for another string while it is a key. Equal strings at different addresses
-/// (from two snapshots) are merged when rendering.
-fn addr(name: &Option<Arc<str>>) -> usize {
-    name.as_ref().map_or(0, addr_of)
-}
-
-fn addr_of(name: &Arc<str>) -> usize {
-    Arc::as_ptr(name) as *const u8 as usize
+/// The address of a shared name (a policy's `matched_by`, an agent's name), 0 for none:
+/// counting by address needs no string hashing and no reference-count traffic on the
+/// hot path. Equal strings at different addresses (from two snapshots) are merged when
+/// rendering.
+fn addr(name: Option<&Arc<str>>) -> usize {
+    name.map_or(0, |n| Arc::as_ptr(n) as *const u8 as usize)
 }
 
 /// Bytes sent, bytes received, connections closed.
@@ -105,14 +102,6 @@ type BytesEntry = (Box<str>, Box<str>, Bytes);
 fn bytes_hash(service: &str, peer: &str) -> u64 {
     FxBuildHasher.hash_one((service, peer))
 }
-
-type DecisionKey = (EventType, Decision, usize, usize);
-
-/// A dry-run deny's key by name: (agent, policy).
-type AgentPolicy = (Arc<str>, Arc<str>);
-
-/// A decision count's key by name: (event type, decision, deciding agent, policy).
-type NamedKey = (EventType, Decision, Option<Arc<str>>, Option<Arc<str>>);
 
 /// What a count adds up: a number, or a latency histogram.
 trait Tally: Default {
@@ -131,63 +120,232 @@ impl Tally for Histogram {
     }
 }
 
-/// Below this many keys by address a shard never folds (see [`ByAddress`]).
-const FOLD_AT: usize = 1024;
+/// A count's key: a small tag (an event type and decision, or nothing) and the addresses
+/// of up to two names (see [`addr`]).
+type Key<T> = (T, usize, usize);
 
-/// Counts keyed by the addresses of shared names (see [`addr`]), each with the names it
-/// stands for. Every snapshot brings names at new addresses, so keys pile up as policies
-/// change: past a bound (twice the distinct names seen, at least [`FOLD_AT`]) the counts
-/// are folded into counts by name and counting by address starts again. A fold costs
-/// its length and comes only after as many new addresses: amortised O(1), and memory
-/// bounded by the names in use.
-struct ByAddress<K, N, V> {
-    live: FxHashMap<K, (N, V)>,
-    folded: FxHashMap<N, V>,
+/// The same key by name.
+type Named<T> = (T, Option<Arc<str>>, Option<Arc<str>>);
+
+/// Counts by [`Key`] in one array, probed linearly from the key's hash and at most half
+/// full, the key beside its count: finding a count reads one cache line, where a
+/// `HashMap` reads its control bytes and then the entry, two lines and, among thousands
+/// of policies, two cache misses per decision. Keys are only added, and cleared all at
+/// once.
+struct Table<T, V> {
+    /// A power of two long (or empty).
+    slots: Vec<(Option<Key<T>>, V)>,
+    len: usize,
 }
 
-impl<K, N, V> Default for ByAddress<K, N, V> {
+impl<T, V> Default for Table<T, V> {
+    fn default() -> Self {
+        Table {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash, V: Default> Table<T, V> {
+    /// Where `key` is, or the free slot where it would go (`None` if there are no slots).
+    fn find(&self, key: &Key<T>) -> Option<usize> {
+        let mask = self.slots.len().checked_sub(1)?;
+        // Fx hashes are best mixed in their low bits, as hashbrown uses them.
+        let mut i = FxBuildHasher.hash_one(key) as usize & mask;
+        // INVARIANT: there is a free slot (the table is at most half full): this ends.
+        loop {
+            match self.slots.get(i)? {
+                (Some(k), _) if k != key => i = (i + 1) & mask,
+                _ => return Some(i),
+            }
+        }
+    }
+
+    fn get_mut(&mut self, key: &Key<T>) -> Option<&mut V> {
+        let i = self.find(key)?;
+        match self.slots.get_mut(i)? {
+            (Some(_), v) => Some(v),
+            (None, _) => None,
+        }
+    }
+
+    /// Adds `key` (not there yet) with a zero count.
+    fn insert(&mut self, key: Key<T>) -> Option<&mut V> {
+        if 2 * (self.len + 1) > self.slots.len() {
+            let len = (2 * self.slots.len()).max(16);
+            let old = std::mem::take(&mut self.slots);
+            self.slots = (0..len).map(|_| (None, V::default())).collect();
+            for (k, v) in old {
+                if let Some(slot) = k
+                    .and_then(|k| self.find(&k))
+                    .and_then(|i| self.slots.get_mut(i))
+                {
+                    *slot = (k, v);
+                }
+            }
+        }
+        let slot = self.find(&key).and_then(|i| self.slots.get_mut(i))?;
+        *slot = (Some(key), V::default());
+        self.len += 1;
+        Some(&mut slot.1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key<T>, &V)> {
+        self.slots
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_ref()?, v)))
+    }
+
+    /// Empties the table, giving its counts.
+    fn take(&mut self) -> impl Iterator<Item = (Key<T>, V)> + use<T, V> {
+        self.len = 0;
+        let slots = std::mem::take(&mut self.slots);
+        slots.into_iter().filter_map(|(k, v)| Some((k?, v)))
+    }
+}
+
+/// Below this many keys by address (a MiB of counts) a shard never folds (see
+/// [`ByAddress`]): folding sooner only to count the same names again is wasted work.
+const FOLD_AT: usize = 16 * 1024;
+
+/// Counts keyed by the addresses of shared names (see [`addr`]), and the names behind
+/// those addresses. Every snapshot brings names at new addresses, so keys pile up as
+/// policies change: past a bound (twice the distinct names seen, at least [`FOLD_AT`])
+/// the counts are folded into counts by name and counting by address starts again. A
+/// fold costs its length and comes only after as many new addresses: amortised O(1),
+/// and memory bounded by the names in use.
+struct ByAddress<T, V> {
+    live: Table<T, V>,
+    /// INVARIANT: the name at every address a key in `live` holds (but 0), kept so that
+    /// the address cannot be reused for another string while it is a key.
+    names: FxHashMap<usize, Arc<str>>,
+    folded: FxHashMap<Named<T>, V>,
+}
+
+impl<T, V> Default for ByAddress<T, V> {
     fn default() -> Self {
         ByAddress {
-            live: FxHashMap::default(),
+            live: Table::default(),
+            names: FxHashMap::default(),
             folded: FxHashMap::default(),
         }
     }
 }
 
-impl<K: std::hash::Hash + Eq, N: std::hash::Hash + Eq, V: Tally> ByAddress<K, N, V> {
-    /// Updates the count of `key`; `names` (which clones the `Arc`s) runs only for a new
-    /// key.
-    fn update(&mut self, key: K, names: impl FnOnce() -> N, f: impl FnOnce(&mut V)) {
-        if let Some((_, v)) = self.live.get_mut(&key) {
-            f(v);
-            return;
+impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
+    /// Updates the count of (`tag`, `a`, `b`).
+    fn update(
+        &mut self,
+        tag: T,
+        a: Option<&Arc<str>>,
+        b: Option<&Arc<str>>,
+        f: impl FnOnce(&mut V),
+    ) {
+        let key = (tag, addr(a), addr(b));
+        match self.live.get_mut(&key) {
+            Some(v) => f(v),
+            None => self.insert(key, [a, b], f),
         }
-        if self.live.len() >= FOLD_AT.max(2 * self.folded.len()) {
-            for (_, (n, v)) in self.live.drain() {
-                self.folded.entry(n).or_default().add(&v);
+    }
+
+    #[cold]
+    fn insert(&mut self, key: Key<T>, names: [Option<&Arc<str>>; 2], f: impl FnOnce(&mut V)) {
+        if self.live.len >= FOLD_AT.max(2 * self.folded.len()) {
+            for ((tag, a, b), v) in self.live.take() {
+                let name = |a| self.names.get(&a).cloned();
+                self.folded
+                    .entry((tag, name(a), name(b)))
+                    .or_default()
+                    .add(&v);
             }
+            self.names.clear();
         }
-        let mut v = V::default();
-        f(&mut v);
-        self.live.insert(key, (names(), v));
+        for name in names.into_iter().flatten() {
+            self.names
+                .entry(addr(Some(name)))
+                .or_insert_with(|| name.clone());
+        }
+        if let Some(v) = self.live.insert(key) {
+            f(v);
+        }
     }
 
     /// Every count with its names (one name may come more than once).
-    fn iter(&self) -> impl Iterator<Item = (&N, &V)> {
-        let live = self.live.values().map(|(n, v)| (n, v));
-        live.chain(self.folded.iter())
+    fn iter(&self) -> impl Iterator<Item = (T, Option<&Arc<str>>, Option<&Arc<str>>, &V)> {
+        let live = self
+            .live
+            .iter()
+            .map(|((tag, a, b), v)| (*tag, self.names.get(a), self.names.get(b), v));
+        let folded = self
+            .folded
+            .iter()
+            .map(|((tag, a, b), v)| (*tag, a.as_ref(), b.as_ref(), v));
+        live.chain(folded)
     }
 }
 
 #[derive(Default)]
 struct Shard {
     events: [u64; 4],
-    decisions: ByAddress<DecisionKey, NamedKey, u64>,
+    /// By (event type, decision), deciding agent, matched policy.
+    decisions: ByAddress<(EventType, Decision), u64>,
     chain: Histogram,
-    agents: ByAddress<usize, Arc<str>, Histogram>,
+    /// By agent.
+    agents: ByAddress<(), Histogram>,
     failures: FxHashMap<Arc<str>, u64>,
-    would_deny: ByAddress<(usize, usize), AgentPolicy, u64>,
+    /// By agent and policy.
+    would_deny: ByAddress<(), u64>,
     bytes: HashTable<BytesEntry>,
+}
+
+impl Shard {
+    /// Counts a settled decision.
+    fn count(&mut self, outcome: &Outcome<'_>) {
+        let et = outcome.event.event_type();
+        let r = outcome.response;
+        if let Some(c) = self.events.get_mut(et.index()) {
+            *c += 1;
+        }
+        let (agent, policy) = (r.decided_by.as_ref(), r.matched_by.as_ref());
+        self.decisions
+            .update((et, r.decision), agent, policy, |n| *n += 1);
+        if let Some(n) = outcome.chain_nanos {
+            self.chain.record(n);
+        }
+        for (agent, n) in outcome.agent_nanos {
+            self.agents.update((), Some(agent), None, |h| h.record(*n));
+        }
+        for agent in outcome.failures {
+            match self.failures.get_mut(&**agent) {
+                Some(n) => *n += 1,
+                None => {
+                    self.failures.insert(agent.clone(), 1);
+                }
+            }
+        }
+        for w in &r.would_deny {
+            self.would_deny
+                .update((), Some(&w.agent), Some(&w.policy), |n| *n += 1);
+        }
+        if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
+            let service = conn.src_service.as_ref().map_or("", |s| s.as_str());
+            let peer = conn.target.as_ref().map_or("", |p| p.as_str());
+            let hash = bytes_hash(service, peer);
+            let eq = |b: &BytesEntry| *b.0 == *service && *b.1 == *peer;
+            let entry = match self.bytes.find_mut(hash, eq) {
+                Some(b) => &mut b.2,
+                None => {
+                    let b = (service.into(), peer.into(), Bytes::default());
+                    let rehash = |b: &BytesEntry| bytes_hash(&b.0, &b.1);
+                    &mut self.bytes.insert_unique(hash, b, rehash).into_mut().2
+                }
+            };
+            entry.0 += e.bytes_sent.unwrap_or(0);
+            entry.1 += e.bytes_received.unwrap_or(0);
+            entry.2 += 1;
+        }
+    }
 }
 
 /// The shards added up, by name, for rendering.
@@ -219,6 +377,8 @@ pub struct Monitor {
     /// Per shard: the most recent decisions of the threads that use it.
     logs: Box<[Padded<Mutex<Ring>>]>,
     log_capacity: usize,
+    /// The bound on each ring's buffer, in bytes (see [`LIMIT_PER_ENTRY`]).
+    log_limit: usize,
     log_dropped: AtomicU64,
 }
 
@@ -246,68 +406,30 @@ impl Monitor {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             logs: (0..SHARDS).map(|_| Padded::default()).collect(),
             log_capacity,
+            log_limit: log_limit(log_capacity),
             log_dropped: AtomicU64::new(0),
         }
     }
 
     /// Records a settled decision (called by the engine when the monitor observes).
     pub fn record(&self, outcome: &Outcome<'_>, now: Time) {
-        let et = outcome.event.event_type();
-        let r = outcome.response;
         let me = my_shard();
         if let Some(shard) = self.shards.get(me) {
-            let mut s = shard.lock();
-            if let Some(c) = s.events.get_mut(et.index()) {
-                *c += 1;
-            }
-            let key = (et, r.decision, addr(&r.decided_by), addr(&r.matched_by));
-            let names = || (et, r.decision, r.decided_by.clone(), r.matched_by.clone());
-            s.decisions.update(key, names, |n| *n += 1);
-            if let Some(n) = outcome.chain_nanos {
-                s.chain.record(n);
-            }
-            for (agent, n) in outcome.agent_nanos {
-                let name = || agent.clone();
-                s.agents.update(addr_of(agent), name, |h| h.record(*n));
-            }
-            for agent in outcome.failures {
-                match s.failures.get_mut(&**agent) {
-                    Some(n) => *n += 1,
-                    None => {
-                        s.failures.insert(agent.clone(), 1);
-                    }
-                }
-            }
-            for w in &r.would_deny {
-                let key = (addr_of(&w.agent), addr_of(&w.policy));
-                let names = || (w.agent.clone(), w.policy.clone());
-                s.would_deny.update(key, names, |n| *n += 1);
-            }
-            if let (Event::ConnectionClosed(e), Some(conn)) = (outcome.event, outcome.closed) {
-                let service = conn.src_service.as_ref().map_or("", |s| s.as_str());
-                let peer = conn.target.as_ref().map_or("", |p| p.as_str());
-                let hash = bytes_hash(service, peer);
-                let eq = |b: &BytesEntry| *b.0 == *service && *b.1 == *peer;
-                let entry = match s.bytes.find_mut(hash, eq) {
-                    Some(b) => &mut b.2,
-                    None => {
-                        let b = (service.into(), peer.into(), Bytes::default());
-                        let rehash = |b: &BytesEntry| bytes_hash(&b.0, &b.1);
-                        &mut s.bytes.insert_unique(hash, b, rehash).into_mut().2
-                    }
-                };
-                entry.0 += e.bytes_sent.unwrap_or(0);
-                entry.1 += e.bytes_received.unwrap_or(0);
-                entry.2 += 1;
-            }
+            shard.lock().count(outcome);
         }
         if self.log_capacity > 0 {
-            // A reader copying the log holds it briefly: rather than wait, drop and count.
-            match self.logs.get(me).and_then(|l| l.try_lock()) {
-                Some(mut ring) => ring.write(self.log_capacity, now.0, outcome.event, r),
-                None => {
-                    self.log_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            // A reader copying the log holds it briefly: rather than wait, drop and count
+            // (as an entry too large for the log is).
+            let logged = self
+                .logs
+                .get(me)
+                .and_then(|l| l.try_lock())
+                .is_some_and(|mut ring| {
+                    let (capacity, limit) = (self.log_capacity, self.log_limit);
+                    ring.write(capacity, limit, now.0, outcome.event, outcome.response)
+                });
+            if !logged {
+                self.log_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -321,32 +443,38 @@ impl Monitor {
         }
         // Per shard, only its `keep` latest by (time, seq) can be among the `keep` latest
         // of all: copy those (bytes, under the lock), decode the chosen ones after.
-        let mut copies: Vec<Slot> = Vec::new();
+        let mut bytes = Vec::new();
+        let mut copies: Vec<(u64, u64, Range<usize>)> = Vec::new();
         for log in self.logs.iter() {
             let ring = log.lock();
-            let mut order: Vec<&Slot> = ring.iter().collect();
-            order.sort_by_key(|s| (s.time, s.seq));
+            let mut order: Vec<(u64, u64, &[u8])> = ring.iter().collect();
+            order.sort_by_key(|&(seq, time, _)| (time, seq));
             let skip = order.len().saturating_sub(keep);
-            copies.extend(order.into_iter().skip(skip).map(|s| Slot {
-                seq: s.seq,
-                time: s.time,
-                bytes: s.bytes.clone(),
-            }));
+            for (seq, time, b) in order.into_iter().skip(skip) {
+                let start = bytes.len();
+                bytes.extend_from_slice(b);
+                copies.push((seq, time, start..bytes.len()));
+            }
         }
         // Stable: equal keys keep shard order, then ring order, as they always have.
-        copies.sort_by_key(|s| (s.time, s.seq));
+        copies.sort_by_key(|&(seq, time, _)| (time, seq));
         let skip = copies.len().saturating_sub(keep);
-        copies.iter().skip(skip).filter_map(decode).collect()
+        copies
+            .into_iter()
+            .skip(skip)
+            .filter_map(|(seq, time, at)| decode(seq, time, bytes.get(at)?))
+            .collect()
     }
 
     fn log_len(&self) -> usize {
         self.logs
             .iter()
-            .map(|l| l.lock().slots.len())
+            .map(|l| l.lock().held.len())
             .sum::<usize>()
             .min(self.log_capacity)
     }
 
+    /// Entries dropped rather than wait for a reader of the log, or too large for it.
     pub fn log_dropped(&self) -> u64 {
         self.log_dropped.load(Ordering::Relaxed)
     }
@@ -358,21 +486,26 @@ impl Monitor {
             for (a, b) in all.events.iter_mut().zip(s.events.iter()) {
                 *a += b;
             }
-            for ((et, d, agent, policy), n) in s.decisions.iter() {
+            for ((et, d), agent, policy, n) in s.decisions.iter() {
                 all.decisions
-                    .entry((*et, d.as_str(), name(agent), name(policy)))
-                    .or_insert((*d, 0))
+                    .entry((et, d.as_str(), name(agent), name(policy)))
+                    .or_insert((d, 0))
                     .1 += n;
             }
             all.chain.merge(&s.chain);
-            for (name, h) in s.agents.iter() {
-                all.agents.entry(name.clone()).or_default().merge(h);
+            for (_, agent, _, h) in s.agents.iter() {
+                if let Some(agent) = agent {
+                    all.agents.entry(agent.clone()).or_default().merge(h);
+                }
             }
             for (k, v) in &s.failures {
                 *all.failures.entry(k.clone()).or_default() += v;
             }
-            for (k, v) in s.would_deny.iter() {
-                *all.would_deny.entry(k.clone()).or_default() += v;
+            for (_, agent, policy, n) in s.would_deny.iter() {
+                if let (Some(agent), Some(policy)) = (agent, policy) {
+                    let key = (agent.clone(), policy.clone());
+                    *all.would_deny.entry(key).or_default() += n;
+                }
             }
             for (service, peer, v) in s.bytes.iter() {
                 let e = all
@@ -508,7 +641,7 @@ impl Monitor {
             &mut out,
             "clpe_decision_log_dropped_total",
             "counter",
-            "Decision-log entries dropped rather than wait for the log.",
+            "Decision-log entries dropped rather than wait for the log, or too large for it.",
         );
         let _ = writeln!(
             out,
@@ -526,8 +659,8 @@ impl Monitor {
     }
 }
 
-fn name(n: &Option<Arc<str>>) -> String {
-    n.as_deref().unwrap_or("").to_owned()
+fn name(n: Option<&Arc<str>>) -> String {
+    n.map_or("", |n| n).to_owned()
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -578,88 +711,223 @@ impl Agent for MonitorAgent {
 
 // ---- the decision log ----
 
-/// One logged decision, encoded: the strings of the event and of the response copied as
-/// bytes into a buffer that keeps its capacity, so logging allocates nothing once the
-/// ring has gone round and touches no reference count.
-#[derive(Default)]
-struct Slot {
-    seq: u64,
-    time: u64,
-    bytes: Vec<u8>,
+/// A ring's first buffer: this many bytes for each entry of its capacity (most entries
+/// take less), for at most [`START_ENTRIES`] entries; a larger ring grows as it fills.
+/// A buffer grown beyond it is halved when a lap starts with its entries taking less
+/// than a quarter of it.
+const START_BYTES_PER_ENTRY: usize = 256;
+const START_ENTRIES: usize = 4096;
+
+/// How far a ring's buffer may grow: this many bytes per entry of its capacity (room
+/// for responses naming a few hundred services), between [`MIN_LIMIT`] and
+/// [`MAX_LIMIT`]. Within that bound a ring holds its last `capacity` entries whatever
+/// their sizes; larger entries leave it holding fewer, and an entry larger than the
+/// whole bound is dropped and counted: the log's memory is bounded whatever it is sent.
+const LIMIT_PER_ENTRY: usize = 16 * 1024;
+const MIN_LIMIT: usize = 1 << 20;
+/// Also keeps every length an entry records below `NONE`.
+const MAX_LIMIT: usize = 1 << 30;
+
+/// A ring's first buffer length (a power of two, at most [`MIN_LIMIT`]).
+fn start_len(capacity: usize) -> usize {
+    (capacity.min(START_ENTRIES) * START_BYTES_PER_ENTRY).next_power_of_two()
 }
 
-/// A thread's most recent decisions: a ring of `capacity` slots, filled in place.
+/// The bound on a ring's buffer for a log of `capacity` entries (a power of two).
+fn log_limit(capacity: usize) -> usize {
+    capacity
+        .saturating_mul(LIMIT_PER_ENTRY)
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_LIMIT)
+        .clamp(MIN_LIMIT, MAX_LIMIT)
+}
+
+/// A thread's most recent decisions, encoded back to back into one buffer, the oldest
+/// overwritten: logging writes sequentially, next to what the thread wrote a moment
+/// ago, and allocates nothing once the buffer has its size.
+///
+/// Positions count bytes since the buffer was laid out: the entry at `at` starts at
+/// `at % buf.len()`, whole (one that would cross the end starts the next lap instead).
+/// Each entry is its length (this head included) as a `u32`, its time as a `u64`, then
+/// its encoding. Where entries start is kept apart, so dropping the oldest reads
+/// nothing from the buffer (whose oldest bytes have long left the cache).
 #[derive(Default)]
 struct Ring {
-    slots: Vec<Slot>,
-    /// The slot written next: the oldest once the ring is full (0 until then).
-    next: usize,
+    /// Empty until the first entry, then a power of two long.
+    buf: Vec<u8>,
+    /// Where the entries held start, oldest first; they are numbered consecutively up
+    /// to `seq`.
+    held: VecDeque<u64>,
+    /// Where the next entry goes.
+    head: u64,
+    /// The number of the newest entry.
     seq: u64,
 }
 
-/// A slot keeps at most this much room beyond what its entry needs, so one huge event
-/// does not pin its memory for ever.
-const SLOT_SLACK: usize = 16 * 1024;
-
-/// A new slot's room: most entries fit, so filling the ring allocates once per slot.
-const SLOT_START: usize = 256;
-
-/// The ring's slots are reserved at once up to this many (a larger ring grows as usual).
-const MAX_RESERVE: usize = 4096;
+/// An entry's length and time.
+const ENTRY_HEAD: usize = 12;
 
 impl Ring {
-    fn write(&mut self, capacity: usize, time: u64, event: &Event, response: &Response) {
-        self.seq += 1;
-        let slot = if self.slots.len() < capacity {
-            if self.slots.is_empty() {
-                self.slots.reserve_exact(capacity.min(MAX_RESERVE));
+    /// Logs a decision, dropping the oldest entries as needed: past `capacity`, or where
+    /// it goes once the buffer has grown to `limit`. `false` if it is larger than `limit`.
+    fn write(
+        &mut self,
+        capacity: usize,
+        limit: usize,
+        time: u64,
+        event: &Event,
+        r: &Response,
+    ) -> bool {
+        // Most entries fit in the room ahead of the head: encoded there, in one pass.
+        let (start, room) = (self.offset(self.head), self.room());
+        if let Some(room) = self.buf.get_mut(start..start + room) {
+            let mut out = Out::new(room);
+            out.put(&[0; 4]);
+            out.put(&time.to_le_bytes());
+            encode(&mut out, event, r);
+            if let Some(size) = out.written() {
+                // INVARIANT: exact, the room is at most `limit` long.
+                self.put_len(start, size as u32);
+                self.push(capacity, self.head, size);
+                return true;
             }
-            self.slots.push(Slot {
-                seq: 0,
-                time: 0,
-                bytes: Vec::with_capacity(SLOT_START),
-            });
-            self.slots.last_mut()
-        } else {
-            let i = self.next;
-            self.next = if i + 1 >= self.slots.len() { 0 } else { i + 1 };
-            self.slots.get_mut(i)
-        };
-        let Some(slot) = slot else {
-            return;
-        };
-        slot.seq = self.seq;
-        slot.time = time;
-        encode(&mut slot.bytes, event, response);
-        if slot.bytes.capacity() > slot.bytes.len() + SLOT_SLACK {
-            slot.bytes.shrink_to(slot.bytes.len());
+        }
+        // Else: size it, make room, write it there.
+        let mut count = Count(ENTRY_HEAD);
+        encode(&mut count, event, r);
+        let size = count.0;
+        if size > limit {
+            return false;
+        }
+        if self.held.len() >= capacity {
+            self.held.pop_front();
+        }
+        let at = self.make_room(capacity, limit, size);
+        let start = self.offset(at);
+        if let Some(dst) = self.buf.get_mut(start..start + size) {
+            let mut out = Out::new(dst);
+            out.put(&(size as u32).to_le_bytes());
+            out.put(&time.to_le_bytes());
+            encode(&mut out, event, r);
+        }
+        self.push(capacity, at, size);
+        true
+    }
+
+    /// The free bytes from the head to the end of the lap or to the oldest entry.
+    fn room(&self) -> usize {
+        let len = self.buf.len();
+        let lap = len - self.offset(self.head);
+        match self.held.front() {
+            // INVARIANT: at most `len`, the entries held being within a buffer's length.
+            Some(&oldest) => lap.min((oldest + len as u64 - self.head) as usize),
+            None => lap,
         }
     }
 
-    /// The slots, oldest first.
-    fn iter(&self) -> impl Iterator<Item = &Slot> {
-        let (newer, older) = self.slots.split_at(self.next.min(self.slots.len()));
-        older.iter().chain(newer)
+    /// Adds the entry written at `at`, dropping the oldest past `capacity`.
+    fn push(&mut self, capacity: usize, at: u64, size: usize) {
+        if self.held.len() >= capacity {
+            self.held.pop_front();
+        }
+        self.held.push_back(at);
+        self.head = at + size as u64;
+        self.seq += 1;
+    }
+
+    /// Where an entry of `size` bytes (at most `limit`) goes: on this lap or the next,
+    /// the buffer grown (or given back) as needed, the entries it overwrites dropped.
+    /// The buffer grows, within `limit`, until it holds the entries and this one with
+    /// room for one more like it: the next entries then fit in the room ahead.
+    fn make_room(&mut self, capacity: usize, limit: usize, size: usize) -> u64 {
+        loop {
+            let len = self.buf.len() as u64;
+            if size as u64 <= len {
+                let rest = len - self.offset(self.head) as u64;
+                let skip = size as u64 > rest;
+                let at = if skip { self.head + rest } else { self.head };
+                let end = at + size as u64;
+                let oldest = self.held.front().copied().unwrap_or(at);
+                if (skip || rest == len) && self.buf.len() > start_len(capacity) {
+                    // A new lap: room grown for entries since gone is given back.
+                    if end - oldest <= len / 4 {
+                        self.relayout(self.buf.len() / 2);
+                        continue;
+                    }
+                }
+                // An entry is overwritten once the head is more than a buffer past it.
+                if oldest + len >= end + size as u64 || self.buf.len() >= limit {
+                    while self.held.front().is_some_and(|&a| a + len < end) {
+                        self.held.pop_front();
+                    }
+                    return at;
+                }
+            }
+            let grown = (self.buf.len() * 2)
+                .max(start_len(capacity))
+                .max(size.next_power_of_two())
+                .min(limit);
+            self.relayout(grown);
+        }
+    }
+
+    /// Moves the entries held into a new buffer of `len` bytes (a power of two at least
+    /// as long as they are together), back to back from its start.
+    fn relayout(&mut self, len: usize) {
+        let mut buf = vec![0; len];
+        let mut to = 0;
+        let mut held = VecDeque::with_capacity(self.held.capacity());
+        for (_, entry) in self.entries() {
+            if let Some(dst) = buf.get_mut(to..to + entry.len()) {
+                dst.copy_from_slice(entry);
+            }
+            held.push_back(to as u64);
+            to += entry.len();
+        }
+        self.buf = buf;
+        self.held = held;
+        self.head = to as u64;
+    }
+
+    /// Where in the buffer the position `at` is.
+    fn offset(&self, at: u64) -> usize {
+        // INVARIANT: below the buffer's length, so it fits a `usize`.
+        (at & (self.buf.len() as u64).wrapping_sub(1)) as usize
+    }
+
+    fn put_len(&mut self, start: usize, len: u32) {
+        if let Some(b) = self.buf.get_mut(start..start + 4) {
+            b.copy_from_slice(&len.to_le_bytes());
+        }
+    }
+
+    /// The entries held, oldest first: (number, bytes with their head).
+    fn entries(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let first = self.seq + 1 - self.held.len() as u64;
+        self.held.iter().zip(first..).map(|(&at, seq)| {
+            let i = self.offset(at);
+            let len = self.buf.get(i..i + 4).and_then(|b| b.try_into().ok());
+            let len = len.map_or(0, u32::from_le_bytes) as usize;
+            (seq, self.buf.get(i..i + len).unwrap_or_default())
+        })
+    }
+
+    /// The entries held, oldest first: (number, time, encoding).
+    fn iter(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
+        self.entries().map(|(seq, entry)| {
+            let (head, body) = entry.split_at_checked(ENTRY_HEAD).unwrap_or_default();
+            let time = head.get(4..).and_then(|t| t.try_into().ok());
+            (seq, time.map_or(0, u64::from_le_bytes), body)
+        })
     }
 }
 
-// The encoding, made for few and cheap writes: a header of little-endian u32 words (the
-// kinds, the list counts, the numbers, the lengths of the fixed strings), then the fixed
-// strings' bytes back to back, then the lists' strings, each its length and its bytes.
-// An absent string has the length `NONE`.
+// The encoding, in one pass: a word of kinds and flags; the event's strings (which, its
+// kind says); the response's `target_peer`, `connection_id`, `matched_by`, `decided_by`
+// and `reason`; only if the flags say so, the numbers and the list counts; then the
+// lists. Words are little-endian `u32`s; a string is its length and its bytes, an absent
+// one the length `NONE`.
 const NONE: u32 = u32::MAX;
-
-/// The strings every entry has a place for (absent where its event has no such field):
-/// the event's (up to 5), then the response's `target_peer`, `connection_id`,
-/// `matched_by`, `decided_by` and `reason`.
-const STRINGS: usize = 10;
-
-/// kinds and flags, 4 list counts, 3 numbers (2 words each), the fixed strings' lengths.
-const WORDS: usize = 11 + STRINGS;
-
-/// The first word of an entry that could not be encoded (a string of 4 GiB): `decisions`
-/// leaves it out.
-const UNLOGGABLE: u32 = 0xff;
 
 // Flags (the first word's top byte): which optional parts are present.
 const TARGET_PEERS: u32 = 1;
@@ -667,156 +935,122 @@ const SERVICES: u32 = 2;
 const RATE_LIMIT: u32 = 4;
 const BYTES_SENT: u32 = 8;
 const BYTES_RECEIVED: u32 = 16;
+/// The numbers (the rate limit, the bytes sent and received: `u64`s) and the 4 list
+/// counts are there: most decisions have none of them.
+const MORE: u32 = 32;
 
-fn len32(s: &str) -> Option<u32> {
-    u32::try_from(s.len()).ok().filter(|l| *l != NONE)
-}
+/// Where an entry is encoded: into the ring, or only counted.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
 
-/// A fixed string's length word (`NONE` if absent), adding its length to `total`.
-fn len_word(s: Option<&str>, total: &mut usize) -> u32 {
-    match s {
-        None => NONE,
-        Some(s) => {
-            *total += s.len();
-            // INVARIANT: exact, since `encode` checks the total fits below `NONE`.
-            s.len() as u32
-        }
-    }
-}
-
-/// Writes into a buffer sized beforehand: the buffer's pointer stays in a register, and a
-/// write is one bounds check and a copy. A write past the end is dropped (the entry then
-/// fails to decode; sizes are computed so that it does not happen).
-struct Out<'a>(&'a mut [u8]);
-
-impl Out<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        if let Some((dst, rest)) = std::mem::take(&mut self.0).split_at_mut_checked(bytes.len()) {
-            dst.copy_from_slice(bytes);
-            self.0 = rest;
-        }
+    fn str(&mut self, s: &str) {
+        // INVARIANT: exact for an entry that is logged, at most `MAX_LIMIT` long.
+        self.put(&(s.len() as u32).to_le_bytes());
+        self.put(s.as_bytes());
     }
 
     fn opt(&mut self, s: Option<&str>) {
-        if let Some(s) = s {
-            self.put(s.as_bytes());
+        match s {
+            Some(s) => self.str(s),
+            None => self.put(&NONE.to_le_bytes()),
+        }
+    }
+}
+
+/// Writes into a slice; what does not fit leaves the entry unwritten (`written` says
+/// so).
+struct Out<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+    full: bool,
+}
+
+impl<'a> Out<'a> {
+    fn new(buf: &'a mut [u8]) -> Out<'a> {
+        Out {
+            buf,
+            at: 0,
+            full: false,
+        }
+    }
+
+    /// The bytes written, if all were.
+    fn written(&self) -> Option<usize> {
+        (!self.full).then_some(self.at)
+    }
+}
+
+impl Sink for Out<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.at..self.at + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.at += bytes.len();
+            }
+            None => self.full = true,
         }
     }
 
     fn str(&mut self, s: &str) {
-        // INVARIANT: exact, `lists_size` checked the length.
-        self.put(&(s.len() as u32).to_le_bytes());
-        self.put(s.as_bytes());
+        let dst = self.buf.get_mut(self.at..self.at + 4 + s.len());
+        match dst.and_then(|d| d.split_first_chunk_mut()) {
+            Some((len, dst)) => {
+                // INVARIANT: exact, the buffer is at most `MAX_LIMIT` long.
+                *len = (s.len() as u32).to_le_bytes();
+                copy(dst, s.as_bytes());
+                self.at += 4 + s.len();
+            }
+            None => self.full = true,
+        }
     }
 }
 
-/// The bytes the lists take, or `None` if a string or a count is too long to encode
-/// (checked before anything is written, so an entry is whole or marked unloggable).
-fn lists_size(attrs: Option<&BTreeMap<String, String>>, r: &Response) -> Option<usize> {
-    let n = attrs.map_or(0, BTreeMap::len)
-        + r.target_peers.as_ref().map_or(0, Vec::len)
-        + r.services.as_ref().map_or(0, Vec::len)
-        + r.would_deny.len();
-    if n >= NONE as usize {
-        return None;
+/// Copies `src` into `dst`, as long. Most strings logged are names of a few dozen bytes:
+/// two overlapping copies of a fixed size each, without the call `copy_from_slice`
+/// makes to `memcpy`.
+fn copy(dst: &mut [u8], src: &[u8]) {
+    fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        if let (Some(d), Some(s)) = (dst.first_chunk_mut::<N>(), src.first_chunk::<N>()) {
+            *d = *s;
+        }
+        if let (Some(d), Some(s)) = (dst.last_chunk_mut::<N>(), src.last_chunk::<N>()) {
+            *d = *s;
+        }
     }
-    let mut size = 0;
-    let mut add = |s: &str| {
-        size += 4 + s.len();
-        len32(s).is_some()
-    };
-    let fits = attrs.into_iter().flatten().all(|(k, v)| add(k) && add(v))
-        && r.target_peers.iter().flatten().all(|p| add(p.as_str()))
-        && r.services.iter().flatten().all(|s| add(s))
-        && r.would_deny.iter().all(|w| add(&w.agent) && add(&w.policy));
-    fits.then_some(size)
+    match src.len() {
+        0..4 => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
+            }
+        }
+        4..8 => two::<4>(dst, src),
+        8..16 => two::<8>(dst, src),
+        16..=32 => two::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
 }
 
-fn encode(out: &mut Vec<u8>, event: &Event, r: &Response) {
-    // The event's fixed strings (see `STRINGS`), and its attributes and byte counts.
-    let (kind, direction, e0, e1, e2, e3, e4, attrs, sent, received) = match event {
-        Event::NewConnection(e) => (
-            0,
-            e.direction as u32,
-            Some(e.dst_service.as_str()),
-            e.dst_namespace.as_ref().map(|n| n.as_str()),
-            e.src_service.as_ref().map(|s| s.as_str()),
-            e.src_peer.as_ref().map(|p| p.as_str()),
-            e.connection_id.as_ref().map(|c| c.as_str()),
-            Some(&e.src_attributes),
-            None,
-            None,
-        ),
-        Event::ExposeService(e) => (
-            1,
-            0,
-            Some(e.service.as_str()),
-            e.namespace.as_ref().map(|n| n.as_str()),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ),
-        Event::ServiceListRequest(e) => (
-            2,
-            0,
-            Some(e.src_peer.as_str()),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ),
-        Event::ConnectionClosed(e) => (
-            3,
-            0,
-            Some(e.connection_id.as_str()),
-            None,
-            None,
-            None,
-            None,
-            None,
-            e.bytes_sent,
-            e.bytes_received,
-        ),
+/// Counts the bytes an entry takes.
+struct Count(usize);
+
+impl Sink for Count {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+fn encode(out: &mut impl Sink, event: &Event, r: &Response) {
+    let (kind, direction, attrs, sent, received) = match event {
+        Event::NewConnection(e) => (0, e.direction as u32, Some(&e.src_attributes), None, None),
+        Event::ExposeService(_) => (1, 0, None, None, None),
+        Event::ServiceListRequest(_) => (2, 0, None, None, None),
+        Event::ConnectionClosed(e) => (3, 0, None, e.bytes_sent, e.bytes_received),
     };
-    let r5 = r.target_peer.as_ref().map(|p| p.as_str());
-    let r6 = r.connection_id.as_ref().map(|c| c.as_str());
-    let r7 = r.matched_by.as_deref();
-    let r8 = r.decided_by.as_deref();
-    let r9 = Some(&*r.reason);
     let attrs = attrs.filter(|a| !a.is_empty());
     let has_lists = attrs.is_some()
         || r.target_peers.as_ref().is_some_and(|v| !v.is_empty())
         || r.services.as_ref().is_some_and(|v| !v.is_empty())
         || !r.would_deny.is_empty();
-    let mut total = 0;
-    let lens = [
-        len_word(e0, &mut total),
-        len_word(e1, &mut total),
-        len_word(e2, &mut total),
-        len_word(e3, &mut total),
-        len_word(e4, &mut total),
-        len_word(r5, &mut total),
-        len_word(r6, &mut total),
-        len_word(r7, &mut total),
-        len_word(r8, &mut total),
-        len_word(r9, &mut total),
-    ];
-    let lists = if has_lists {
-        lists_size(attrs, r)
-    } else {
-        Some(0)
-    };
-    let Some(lists) = lists.filter(|_| total < NONE as usize) else {
-        out.clear();
-        out.extend_from_slice(&UNLOGGABLE.to_le_bytes());
-        return;
-    };
     let mut flags = 0;
     if r.target_peers.is_some() {
         flags |= TARGET_PEERS;
@@ -833,66 +1067,61 @@ fn encode(out: &mut Vec<u8>, event: &Event, r: &Response) {
     if received.is_some() {
         flags |= BYTES_RECEIVED;
     }
-    let rate = r.rate_limit.map_or(0, |l| l.bits_per_second);
-    let sent = sent.unwrap_or(0);
-    let received = received.unwrap_or(0);
-    let [l0, l1, l2, l3, l4, l5, l6, l7, l8, l9] = lens;
-    let words: [u32; WORDS] = [
-        kind | direction << 8 | (r.decision as u32) << 16 | flags << 24,
-        attrs.map_or(0, |a| a.len() as u32),
-        r.target_peers.as_ref().map_or(0, |v| v.len() as u32),
-        r.services.as_ref().map_or(0, |v| v.len() as u32),
-        r.would_deny.len() as u32,
-        rate as u32,
-        (rate >> 32) as u32,
-        sent as u32,
-        (sent >> 32) as u32,
-        received as u32,
-        (received >> 32) as u32,
-        l0,
-        l1,
-        l2,
-        l3,
-        l4,
-        l5,
-        l6,
-        l7,
-        l8,
-        l9,
-    ];
-    let mut head = [0u8; 4 * WORDS];
-    for (bytes, word) in head.chunks_exact_mut(4).zip(words.iter()) {
-        bytes.copy_from_slice(&word.to_le_bytes());
+    if flags != 0 || has_lists {
+        flags |= MORE;
     }
-    // Keeps the old bytes where they will be overwritten: only growth is zeroed.
-    out.resize(head.len() + total + lists, 0);
-    let mut out = Out(out);
-    out.put(&head);
-    out.opt(e0);
-    out.opt(e1);
-    out.opt(e2);
-    out.opt(e3);
-    out.opt(e4);
-    out.opt(r5);
-    out.opt(r6);
-    out.opt(r7);
-    out.opt(r8);
-    out.opt(r9);
-    if has_lists {
-        for (k, v) in attrs.into_iter().flatten() {
-            out.str(k);
-            out.str(v);
+    let word = kind | direction << 8 | (r.decision as u32) << 16 | flags << 24;
+    out.put(&word.to_le_bytes());
+    match event {
+        Event::NewConnection(e) => {
+            out.str(e.dst_service.as_str());
+            out.opt(e.dst_namespace.as_ref().map(|n| n.as_str()));
+            out.opt(e.src_service.as_ref().map(|s| s.as_str()));
+            out.opt(e.src_peer.as_ref().map(|p| p.as_str()));
+            out.opt(e.connection_id.as_ref().map(|c| c.as_str()));
         }
-        for p in r.target_peers.iter().flatten() {
-            out.str(p.as_str());
+        Event::ExposeService(e) => {
+            out.str(e.service.as_str());
+            out.opt(e.namespace.as_ref().map(|n| n.as_str()));
         }
-        for s in r.services.iter().flatten() {
-            out.str(s);
-        }
-        for w in &r.would_deny {
-            out.str(&w.agent);
-            out.str(&w.policy);
-        }
+        Event::ServiceListRequest(e) => out.str(e.src_peer.as_str()),
+        Event::ConnectionClosed(e) => out.str(e.connection_id.as_str()),
+    }
+    out.opt(r.target_peer.as_ref().map(|p| p.as_str()));
+    out.opt(r.connection_id.as_ref().map(|c| c.as_str()));
+    out.opt(r.matched_by.as_deref());
+    out.opt(r.decided_by.as_deref());
+    out.str(&r.reason);
+    if flags & MORE == 0 {
+        return;
+    }
+    let rate = r.rate_limit.map_or(0, |l| l.bits_per_second);
+    let counts = [
+        attrs.map_or(0, BTreeMap::len),
+        r.target_peers.as_ref().map_or(0, Vec::len),
+        r.services.as_ref().map_or(0, Vec::len),
+        r.would_deny.len(),
+    ];
+    for n in [rate, sent.unwrap_or(0), received.unwrap_or(0)] {
+        out.put(&n.to_le_bytes());
+    }
+    for n in counts {
+        // INVARIANT: exact, each item takes at least 4 bytes of an entry.
+        out.put(&(n as u32).to_le_bytes());
+    }
+    for (k, v) in attrs.into_iter().flatten() {
+        out.str(k);
+        out.str(v);
+    }
+    for p in r.target_peers.iter().flatten() {
+        out.str(p.as_str());
+    }
+    for s in r.services.iter().flatten() {
+        out.str(s);
+    }
+    for w in &r.would_deny {
+        out.str(&w.agent);
+        out.str(&w.policy);
     }
 }
 
@@ -901,27 +1130,34 @@ fn encode(out: &mut Vec<u8>, event: &Event, r: &Response) {
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (head, tail) = self.0.split_at_checked(n)?;
+    fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, tail) = self.0.split_first_chunk()?;
         self.0 = tail;
-        Some(head)
+        Some(*head)
     }
 
-    fn str_of_len(&mut self, len: u32) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes(len as usize)?).ok()
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes().map(u32::from_le_bytes)
     }
 
-    fn str(&mut self) -> Option<&'a str> {
-        let len = u32::from_le_bytes(self.bytes(4)?.try_into().ok()?);
-        self.str_of_len(len)
+    fn u64(&mut self) -> Option<u64> {
+        self.bytes().map(u64::from_le_bytes)
     }
 
     /// `Some(None)` for an absent string.
-    fn opt(&mut self, len: u32) -> Option<Option<&'a str>> {
-        match len {
+    fn opt(&mut self) -> Option<Option<&'a str>> {
+        match self.u32()? {
             NONE => Some(None),
-            len => self.str_of_len(len).map(Some),
+            len => {
+                let (s, tail) = self.0.split_at_checked(len as usize)?;
+                self.0 = tail;
+                std::str::from_utf8(s).ok().map(Some)
+            }
         }
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        self.opt()?
     }
 
     fn list<T>(&mut self, n: u32, f: impl Fn(&'a str) -> T) -> Option<Vec<T>> {
@@ -933,118 +1169,99 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode(slot: &Slot) -> Option<LogEntry> {
-    let mut rd = Reader(&slot.bytes);
-    let mut words = [0u32; WORDS];
-    for (word, bytes) in words.iter_mut().zip(rd.bytes(4 * WORDS)?.chunks_exact(4)) {
-        *word = u32::from_le_bytes(bytes.try_into().ok()?);
-    }
-    let [
-        w0,
-        attrs_n,
-        peers_n,
-        services_n,
-        would_n,
-        r0,
-        r1,
-        s0,
-        s1,
-        b0,
-        b1,
-        lens @ ..,
-    ] = words;
-    let number = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
-    let flags = w0 >> 24;
-    let [
-        e0,
-        e1,
-        e2,
-        e3,
-        e4,
-        target_peer,
-        connection_id,
-        matched_by,
-        decided_by,
-        reason,
-    ] = lens;
-    let [e0, e1, e2, e3, e4] = [
-        rd.opt(e0)?,
-        rd.opt(e1)?,
-        rd.opt(e2)?,
-        rd.opt(e3)?,
-        rd.opt(e4)?,
-    ];
-    let target_peer = rd.opt(target_peer)?.map(PeerName::from);
-    let connection_id = rd.opt(connection_id)?.map(ConnectionId::from);
-    let matched_by = rd.opt(matched_by)?.map(Arc::from);
-    let decided_by = rd.opt(decided_by)?.map(Arc::from);
-    let reason = Arc::from(rd.opt(reason)??);
-    let event = match w0 & 0xff {
-        0 => {
-            let mut src_attributes = BTreeMap::new();
-            for _ in 0..attrs_n {
-                let k = rd.str()?;
-                src_attributes.insert(k.to_owned(), rd.str()?.to_owned());
-            }
-            Event::NewConnection(NewConnection {
-                direction: match (w0 >> 8) & 0xff {
-                    0 => Direction::Egress,
-                    _ => Direction::Ingress,
-                },
-                dst_service: ServiceName::from(e0?),
-                dst_namespace: e1.map(Namespace::from),
-                src_service: e2.map(ServiceName::from),
-                src_peer: e3.map(PeerName::from),
-                src_attributes,
-                connection_id: e4.map(ConnectionId::from),
-            })
-        }
+fn decode(seq: u64, time: u64, bytes: &[u8]) -> Option<LogEntry> {
+    let mut rd = Reader(bytes);
+    let word = rd.u32()?;
+    let flags = word >> 24;
+    let mut event = match word & 0xff {
+        0 => Event::NewConnection(NewConnection {
+            direction: match (word >> 8) & 0xff {
+                0 => Direction::Egress,
+                _ => Direction::Ingress,
+            },
+            dst_service: ServiceName::from(rd.str()?),
+            dst_namespace: rd.opt()?.map(Namespace::from),
+            src_service: rd.opt()?.map(ServiceName::from),
+            src_peer: rd.opt()?.map(PeerName::from),
+            src_attributes: BTreeMap::new(),
+            connection_id: rd.opt()?.map(ConnectionId::from),
+        }),
         1 => Event::ExposeService(ExposeService {
-            service: ServiceName::from(e0?),
-            namespace: e1.map(Namespace::from),
+            service: ServiceName::from(rd.str()?),
+            namespace: rd.opt()?.map(Namespace::from),
         }),
         2 => Event::ServiceListRequest(ServiceListRequest {
-            src_peer: PeerName::from(e0?),
+            src_peer: PeerName::from(rd.str()?),
         }),
         3 => Event::ConnectionClosed(ConnectionClosed {
-            connection_id: ConnectionId::from(e0?),
-            bytes_sent: (flags & BYTES_SENT != 0).then(|| number(s0, s1)),
-            bytes_received: (flags & BYTES_RECEIVED != 0).then(|| number(b0, b1)),
+            connection_id: ConnectionId::from(rd.str()?),
+            bytes_sent: None,
+            bytes_received: None,
         }),
         _ => return None,
     };
+    let mut response = Response {
+        decision: match (word >> 16) & 0xff {
+            0 => Decision::Allow,
+            _ => Decision::Deny,
+        },
+        target_peer: rd.opt()?.map(PeerName::from),
+        fallback_peers: None,
+        target_peers: None,
+        services: None,
+        rate_limit: None,
+        connection_id: rd.opt()?.map(ConnectionId::from),
+        matched_by: rd.opt()?.map(Arc::from),
+        decided_by: rd.opt()?.map(Arc::from),
+        reason: Arc::from(rd.str()?),
+        would_deny: Vec::new(),
+        annotations: BTreeMap::new(),
+        trace: None,
+    };
+    if flags & MORE == 0 {
+        return Some(LogEntry {
+            seq,
+            time,
+            event,
+            response,
+        });
+    }
+    let (rate, sent, received) = (rd.u64()?, rd.u64()?, rd.u64()?);
+    let [attrs_n, peers_n, services_n, would_n] = [rd.u32()?, rd.u32()?, rd.u32()?, rd.u32()?];
+    match &mut event {
+        Event::NewConnection(e) => {
+            for _ in 0..attrs_n {
+                let k = rd.str()?;
+                e.src_attributes.insert(k.to_owned(), rd.str()?.to_owned());
+            }
+        }
+        Event::ConnectionClosed(e) => {
+            e.bytes_sent = (flags & BYTES_SENT != 0).then_some(sent);
+            e.bytes_received = (flags & BYTES_RECEIVED != 0).then_some(received);
+        }
+        Event::ExposeService(_) | Event::ServiceListRequest(_) => {}
+    }
     let target_peers = rd.list(peers_n, PeerName::from)?;
     let services = rd.list(services_n, str::to_owned)?;
-    let mut would_deny = Vec::new();
     for _ in 0..would_n {
-        would_deny.push(WouldDeny {
+        response.would_deny.push(WouldDeny {
             agent: Arc::from(rd.str()?),
             policy: Arc::from(rd.str()?),
         });
     }
+    response.target_peers = (flags & TARGET_PEERS != 0).then_some(target_peers);
+    response.services = (flags & SERVICES != 0).then_some(services);
+    response.rate_limit = (flags & RATE_LIMIT != 0).then_some(RateLimit {
+        bits_per_second: rate,
+    });
     Some(LogEntry {
-        seq: slot.seq,
-        time: slot.time,
+        seq,
+        time,
         event,
-        response: Response {
-            decision: match (w0 >> 16) & 0xff {
-                0 => Decision::Allow,
-                _ => Decision::Deny,
-            },
-            target_peer,
-            fallback_peers: None,
-            target_peers: (flags & TARGET_PEERS != 0).then_some(target_peers),
-            services: (flags & SERVICES != 0).then_some(services),
-            rate_limit: (flags & RATE_LIMIT != 0).then(|| RateLimit {
-                bits_per_second: number(r0, r1),
-            }),
-            connection_id,
-            matched_by,
-            decided_by,
-            reason,
-            would_deny,
-            annotations: BTreeMap::new(),
-            trace: None,
-        },
+        response,
     })
 }
+
+#[cfg(test)]
+#[path = "monitor_tests.rs"]
+mod tests;
