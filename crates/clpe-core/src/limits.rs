@@ -165,7 +165,7 @@ struct PeerOpen {
 
 impl PeerOpen {
     fn add(&self, n: i64) {
-        if let Some(s) = self.stripes.get(thread_stripe()) {
+        if let Some(s) = self.stripes.get(thread_number() % STRIPES) {
             s.0.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -178,18 +178,20 @@ impl PeerOpen {
     }
 }
 
-/// This thread's stripe, handed out in turn as threads first ask.
-fn thread_stripe() -> usize {
+/// This thread's number: handed out in turn as threads first ask, so the first threads
+/// of a process get distinct numbers. Per-thread shards and stripes take it modulo
+/// their count.
+pub(crate) fn thread_number() -> usize {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     thread_local! {
-        static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+        static NUMBER: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
     }
-    STRIPE
-        .try_with(|s| {
-            if s.get() == usize::MAX {
-                s.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize % STRIPES);
+    NUMBER
+        .try_with(|n| {
+            if n.get() == usize::MAX {
+                n.set(NEXT.fetch_add(1, Ordering::Relaxed) as usize);
             }
-            s.get()
+            n.get()
         })
         .unwrap_or(0)
 }

@@ -92,7 +92,7 @@ fn a_peer_counts_the_connections_open_to_it() {
     );
     conns.admit("b".into(), to_peer(), None, vec![], Time(20));
     assert_eq!((conns.open_to(p0), conns.open_to(p1)), (2, 1));
-    // Another thread closes on its own stripe: the sum is what counts.
+    // Another thread may close on another stripe: the sum is what counts.
     let closed = std::thread::scope(|s| s.spawn(|| conns.close("a")).join().unwrap()).unwrap();
     assert_eq!(conns.open_to(p0), 1, "given back on close");
     assert_eq!(closed.target.as_ref().map(|p| p.as_str()), Some("p0"));

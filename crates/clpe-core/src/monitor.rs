@@ -8,13 +8,12 @@
 //! is taken with `try_lock`, and an entry that would have to wait is dropped and counted
 //! (as is one larger than the log's bound, see [`LIMIT_PER_ENTRY`]).
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::hash::BuildHasher as _;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -382,22 +381,8 @@ pub struct Monitor {
     log_dropped: AtomicU64,
 }
 
-thread_local! {
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
 fn my_shard() -> usize {
-    SHARD
-        .try_with(|s| {
-            let mut v = s.get();
-            if v == usize::MAX {
-                v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
-                s.set(v);
-            }
-            v
-        })
-        .unwrap_or(0)
+    crate::limits::thread_number() % SHARDS
 }
 
 impl Monitor {

@@ -24,6 +24,20 @@ fn size_of(event: &Event, r: &Response) -> usize {
     count.0
 }
 
+/// Records `event` decided as `r` at time `t`, with nothing else to report.
+fn record(monitor: &Monitor, event: &Event, r: &Response, t: u64) {
+    let outcome = Outcome {
+        event,
+        response: r,
+        agent_nanos: &[],
+        failures: &[],
+        chain_nanos: None,
+        closed: None,
+        now: Time(t),
+    };
+    monitor.record(&outcome, Time(t));
+}
+
 fn allow() -> Response {
     serde_json::from_value(serde_json::json!({"decision": "allow", "reason": "ok"})).unwrap()
 }
@@ -157,22 +171,10 @@ fn a_burst_of_large_entries_grows_the_buffer_and_it_is_given_back() {
 fn an_entry_larger_than_the_bound_is_dropped_and_counted() {
     let monitor = Monitor::new(4);
     let r = allow();
-    let record = |event: &Event, t: u64| {
-        let outcome = Outcome {
-            event,
-            response: &r,
-            agent_nanos: &[],
-            failures: &[],
-            chain_nanos: None,
-            closed: None,
-            now: Time(t),
-        };
-        monitor.record(&outcome, Time(t));
-    };
-    record(&event_of(10, 1), 1);
-    record(&event_of(MIN_LIMIT + 1, 2), 2);
-    record(&event_of(MIN_LIMIT / 2, 3), 3);
-    record(&event_of(10, 4), 4);
+    record(&monitor, &event_of(10, 1), &r, 1);
+    record(&monitor, &event_of(MIN_LIMIT + 1, 2), &r, 2);
+    record(&monitor, &event_of(MIN_LIMIT / 2, 3), &r, 3);
+    record(&monitor, &event_of(10, 4), &r, 4);
     assert_eq!(monitor.log_dropped(), 1);
     let log = monitor.decisions(10);
     let times: Vec<u64> = log.iter().map(|e| e.time).collect();
@@ -196,17 +198,7 @@ fn threads_log_apart_and_the_latest_are_merged_by_time() {
             s.spawn(move || {
                 for i in 0..50u64 {
                     let event = event_of(10 + thread as usize, i);
-                    let t = 1000 - i * 3 - thread;
-                    let outcome = Outcome {
-                        event: &event,
-                        response: r,
-                        agent_nanos: &[],
-                        failures: &[],
-                        chain_nanos: None,
-                        closed: None,
-                        now: Time(t),
-                    };
-                    monitor.record(&outcome, Time(t));
+                    record(monitor, &event, r, 1000 - i * 3 - thread);
                 }
             });
         }
