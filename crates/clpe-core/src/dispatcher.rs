@@ -4,7 +4,10 @@
 //! hot path and swaps it in. Readers (decisions) load the current snapshot without
 //! locking and run the event's chain against it.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -120,6 +123,12 @@ struct Texts {
 pub struct Engine {
     texts: Texts,
     snapshot: ArcSwap<Snapshot>,
+    /// This engine's number, unique in the process: names its snapshot in the threads'
+    /// caches (see [`Engine::with_snapshot`]).
+    id: u64,
+    /// How many snapshots have been stored: bumped after each store, before the change
+    /// is acknowledged.
+    published: AtomicU64,
     writer: Mutex<()>,
     runtime: Arc<Runtime>,
     monitor: Arc<Monitor>,
@@ -157,7 +166,7 @@ impl Engine {
             all.insert(d.key.clone(), Arc::new(d));
         }
         let snapshot = engine.build(all, revision, &[]).map_err(|(e, _)| e)?;
-        engine.snapshot.store(Arc::new(snapshot));
+        engine.publish(snapshot);
         Ok(engine)
     }
 
@@ -191,6 +200,8 @@ impl Engine {
                 acknowledged: "acknowledged".into(),
             },
             snapshot: ArcSwap::from_pointee(empty),
+            id: ENGINES.fetch_add(1, Ordering::Relaxed),
+            published: AtomicU64::new(0),
             writer: Mutex::new(()),
             runtime,
             monitor,
@@ -343,7 +354,7 @@ impl Engine {
         };
         if let Some(snapshot) = snapshot {
             commit(&changes).map_err(ApplyError::Store)?;
-            self.snapshot.store(Arc::new(snapshot));
+            self.publish(snapshot);
         }
         Ok(Applied { revision, results })
     }
@@ -365,8 +376,53 @@ impl Engine {
             .as_deref()
             .filter(|_| sample())
             .map(|t| t());
-        let snapshot = self.snapshot.load();
-        Ok(self.run(&snapshot, event, now, opts, start))
+        let current = self.current();
+        Ok(self.run(&current.snapshot, event, now, opts, start))
+    }
+
+    /// Puts a new snapshot in force: every decision that starts after this returns sees
+    /// it.
+    fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+        self.published.fetch_add(1, Ordering::Release);
+    }
+
+    /// The snapshot in force. A thread keeps the snapshot it used last, per engine, and
+    /// uses it again while `published` has not moved: one read of a counter that is only
+    /// written when a batch is applied, and a count only this thread keeps, where
+    /// loading from the `ArcSwap` writes to shared lines twice per decision. The price: a
+    /// thread holds its last snapshot until its next decision on that engine (or until
+    /// other engines took its place in the thread's cache).
+    fn current(&self) -> Rc<Cached> {
+        let published = self.published.load(Ordering::Acquire);
+        let fresh = |c: &&Rc<Cached>| c.engine == self.id && c.published == published;
+        let found = SNAPSHOTS.try_with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            cache.iter().flatten().find(fresh).cloned()
+        });
+        if let Ok(Some(cached)) = found {
+            return cached;
+        }
+        let cached = Rc::new(Cached {
+            engine: self.id,
+            published,
+            snapshot: self.snapshot.load_full(),
+        });
+        // Kept first; this engine's previous one, or else the least recent, goes.
+        let _ = SNAPSHOTS.try_with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return;
+            };
+            let mine = |c: &Option<Rc<Cached>>| c.as_ref().is_some_and(|c| c.engine == self.id);
+            let at = cache.iter().position(mine).unwrap_or(CACHED - 1);
+            if let Some(recent) = cache.get_mut(..=at) {
+                recent.rotate_right(1);
+                if let Some(first) = recent.first_mut() {
+                    *first = Some(cached.clone());
+                }
+            }
+        });
+        cached
     }
 
     fn run(
@@ -377,24 +433,55 @@ impl Engine {
         opts: DecideOptions,
         start: Option<u64>,
     ) -> Response {
-        let runtime: &Runtime = &self.runtime;
         if matches!(event, Event::NewConnection(_)) && !opts.dry_run {
-            runtime.connections.expire(now);
+            self.runtime.connections.expire(now);
         }
         let chain = snapshot.chain(event.event_type());
-        let scope = match resolve(snapshot, event) {
-            Ok(scope) => scope,
-            Err(reason) => {
-                let response = unresolved(event, reason);
-                self.observe(chain, event, &response, opts, start, &[], &[], None, now);
-                return response;
+        let mut tally = Tally::default();
+        // One response, returned from one place: it is built where the caller wants it
+        // instead of copied there.
+        let response = match resolve(snapshot, event) {
+            Ok(scope) => {
+                self.run_chain(snapshot, chain, event, scope, now, opts, start, &mut tally)
             }
+            Err(reason) => unresolved(event, reason),
         };
-        let mut timings: smallvec::SmallVec<[(Arc<str>, u64); 6]> = smallvec::SmallVec::new();
-        let mut failures: smallvec::SmallVec<[Arc<str>; 1]> = smallvec::SmallVec::new();
-        // The context lives in this block and is dropped in place (moving it would copy
-        // it): slots a denied chain reserved are given back before the monitor observes.
-        let (response, closed) = {
+        let outcome = Outcome {
+            event,
+            response: &response,
+            agent_nanos: &tally.timings,
+            failures: &tally.failures,
+            chain_nanos: None,
+            closed: tally.closed.as_ref(),
+            now,
+        };
+        self.observe(chain, outcome, opts, start);
+        response
+    }
+
+    /// Runs the chain on a resolved event. The context lives in this call and is dropped
+    /// in place (moving it would copy it): slots a denied chain reserved are given back
+    /// before the monitor observes.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the pieces of one decision"
+    )]
+    fn run_chain(
+        &self,
+        snapshot: &Snapshot,
+        chain: &[crate::snapshot::Link],
+        event: &Event,
+        scope: Scope<'_>,
+        now: Time,
+        opts: DecideOptions,
+        start: Option<u64>,
+        tally: &mut Tally,
+    ) -> Response {
+        let runtime: &Runtime = &self.runtime;
+        let Tally {
+            timings, failures, ..
+        } = tally;
+        {
             let mut cx = Context {
                 snapshot,
                 runtime,
@@ -529,20 +616,9 @@ impl Engine {
             }
             let mut response = self.respond(&mut cx, denial, opts);
             response.trace = trace;
-            (response, cx.closed.take())
-        };
-        self.observe(
-            chain,
-            event,
-            &response,
-            opts,
-            start,
-            &timings,
-            &failures,
-            closed.as_ref(),
-            now,
-        );
-        response
+            tally.closed = cx.closed.take();
+            response
+        }
     }
 
     fn respond(
@@ -562,87 +638,90 @@ impl Engine {
             })
             .collect();
         let annotations = std::mem::take(&mut cx.annotations);
-        let blank = |decision: Decision, reason: Arc<str>| {
-            let mut r = Response {
-                decision,
-                target_peer: None,
-                fallback_peers: None,
-                target_peers: None,
-                services: None,
-                rate_limit: None,
-                connection_id: None,
-                matched_by: None,
-                decided_by: None,
-                reason,
-                would_deny,
-                annotations,
-                trace: None,
-            };
-            match event_type {
-                EventType::ExposeService => r.target_peers = Some(Vec::new()),
-                EventType::ServiceListRequest => r.services = Some(Vec::new()),
-                _ => {}
+        // What decided, then the response, made once, in place.
+        let denied = denial.is_some();
+        let (decision, reason, matched_by, decided_by, target) = match denial {
+            Some((reason, matched_by, agent)) => {
+                // The slots reserved drop with the context: nothing leaks.
+                let agent = (!agent.is_empty()).then_some(agent);
+                (Decision::Deny, reason, matched_by, agent, None)
             }
-            r
-        };
-        if let Some((reason, matched_by, agent)) = denial {
-            let mut r = blank(Decision::Deny, reason);
-            r.matched_by = matched_by;
-            r.decided_by = (!agent.is_empty()).then_some(agent);
-            if let Event::NewConnection(e) = cx.event
-                && e.direction == Direction::Egress
-            {
-                r.fallback_peers = Some(Vec::new());
-            }
-            return r; // the reserved slots drop with the context: nothing leaks
-        }
-        let target = cx.target.map(|t| t.name().clone());
-        let position = match &target {
-            Some(t) => cx
-                .allows
-                .iter()
-                .position(|m| m.peer == Some(t))
-                .or_else(|| cx.allows.iter().position(|m| m.peer.is_none())),
-            None => cx.allows.iter().position(|m| m.peer.is_none()),
-        };
-        let mark = position.map(|i| cx.allows.swap_remove(i));
-        // A close is acknowledged, whoever allowed it.
-        let closed = event_type == EventType::ConnectionClosed;
-        let mut r = match mark {
-            Some(m) => {
-                let reason = match m.reason {
-                    _ if closed => thread_local_name(&self.texts.acknowledged),
-                    Some(reason) => reason.into_arc(),
-                    None => format!("allowed by {} ({})", m.matched_by.as_str(), m.agent).into(),
+            None => {
+                let target = cx.target.map(|t| t.name().clone());
+                let position = match &target {
+                    Some(t) => cx
+                        .allows
+                        .iter()
+                        .position(|m| m.peer == Some(t))
+                        .or_else(|| cx.allows.iter().position(|m| m.peer.is_none())),
+                    None => cx.allows.iter().position(|m| m.peer.is_none()),
                 };
-                let mut r = blank(Decision::Allow, reason);
-                r.matched_by = Some(m.matched_by.into_arc());
-                r.decided_by = Some(thread_local_name(m.agent));
-                r
+                let mark = position.map(|i| cx.allows.swap_remove(i));
+                // A close is acknowledged, whoever allowed it.
+                let closed = event_type == EventType::ConnectionClosed;
+                match mark {
+                    Some(m) => {
+                        let reason = match m.reason {
+                            _ if closed => thread_local_name(&self.texts.acknowledged),
+                            Some(reason) => reason.into_arc(),
+                            None => {
+                                format!("allowed by {} ({})", m.matched_by.as_str(), m.agent).into()
+                            }
+                        };
+                        let agent = Some(thread_local_name(m.agent));
+                        (
+                            Decision::Allow,
+                            reason,
+                            Some(m.matched_by.into_arc()),
+                            agent,
+                            target,
+                        )
+                    }
+                    None => {
+                        let text = match closed {
+                            true => &self.texts.acknowledged,
+                            false => &self.texts.no_denial,
+                        };
+                        (Decision::Allow, thread_local_name(text), None, None, target)
+                    }
+                }
             }
-            None if closed => blank(Decision::Allow, thread_local_name(&self.texts.acknowledged)),
-            None => blank(Decision::Allow, thread_local_name(&self.texts.no_denial)),
+        };
+        let mut r = Response {
+            decision,
+            target_peer: None,
+            fallback_peers: None,
+            target_peers: None,
+            services: None,
+            rate_limit: None,
+            connection_id: None,
+            matched_by,
+            decided_by,
+            reason,
+            would_deny,
+            annotations,
+            trace: None,
         };
         match cx.event {
             Event::NewConnection(e) => {
-                r.rate_limit = cx.rate_limit.map(|b| RateLimit { bits_per_second: b });
                 if e.direction == Direction::Egress {
-                    r.fallback_peers =
-                        Some(cx.fallbacks.iter().map(|c| c.name().clone()).collect());
+                    r.fallback_peers = Some(match denied {
+                        true => Vec::new(),
+                        false => cx.fallbacks.iter().map(|c| c.name().clone()).collect(),
+                    });
                     r.target_peer = target;
                 }
+                if denied {
+                    return r;
+                }
+                r.rate_limit = cx.rate_limit.map(|b| RateLimit { bits_per_second: b });
                 if !opts.dry_run {
-                    let id = cx
-                        .connection_id
-                        .clone()
-                        .unwrap_or_else(|| self.runtime.connection_id());
                     let peer = cx.target.map(|t| t.peer.open);
                     let slots = std::mem::take(&mut cx.slots);
                     let expires = cx.now.plus_nanos(self.runtime.default_lease);
                     let service = e.src_service.clone();
-                    self.runtime
-                        .connections
-                        .admit(id.clone(), peer, service, slots, expires);
+                    let id = cx.connection_id.clone();
+                    let id = self.runtime.admit(id, peer, service, slots, expires);
                     r.connection_id = Some(id);
                 } else {
                     r.connection_id = cx.connection_id.clone();
@@ -650,14 +729,22 @@ impl Engine {
             }
             Event::ExposeService(_) => {
                 let mut peers = std::mem::take(&mut cx.target_peers);
-                peers.sort();
-                peers.dedup();
+                if !denied {
+                    peers.sort();
+                    peers.dedup();
+                } else {
+                    peers.clear();
+                }
                 r.target_peers = Some(peers);
             }
             Event::ServiceListRequest(_) => {
                 let mut services = std::mem::take(&mut cx.services);
-                services.sort();
-                services.dedup();
+                if !denied {
+                    services.sort();
+                    services.dedup();
+                } else {
+                    services.clear();
+                }
                 r.services = Some(services);
             }
             Event::ConnectionClosed(_) => {}
@@ -665,42 +752,36 @@ impl Engine {
         r
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site; the pieces of one outcome"
-    )]
+    /// Lets every agent of the chain observe the outcome (its chain time filled in).
     fn observe(
         &self,
         chain: &[crate::snapshot::Link],
-        event: &Event,
-        response: &Response,
+        mut outcome: Outcome<'_>,
         opts: DecideOptions,
         start: Option<u64>,
-        timings: &[(Arc<str>, u64)],
-        failures: &[Arc<str>],
-        closed: Option<&crate::limits::Connection>,
-        now: Time,
     ) {
         if opts.dry_run {
             return;
         }
-        let chain_nanos = match (self.config.ticker.as_deref(), start) {
+        outcome.chain_nanos = match (self.config.ticker.as_deref(), start) {
             (Some(t), Some(s)) => Some(t().saturating_sub(s)),
             _ => None,
-        };
-        let outcome = Outcome {
-            event,
-            response,
-            agent_nanos: timings,
-            failures,
-            chain_nanos,
-            closed,
-            now,
         };
         for link in chain {
             link.agent.observe(&outcome);
         }
     }
+}
+
+/// What a chain run leaves for the monitor besides the response.
+#[derive(Default)]
+struct Tally {
+    /// Sampled agent latencies.
+    timings: smallvec::SmallVec<[(Arc<str>, u64); 6]>,
+    /// Agents that failed.
+    failures: smallvec::SmallVec<[Arc<str>; 1]>,
+    /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
+    closed: Option<crate::limits::Connection>,
 }
 
 /// A copy of a shared text (an agent's name, the default deny's words) owned by this
@@ -727,6 +808,24 @@ pub(crate) fn thread_local_name(name: &Arc<str>) -> Arc<str> {
         names.push((name.clone(), local.clone()));
         local
     })
+}
+
+/// Engines made so far: each takes the next number.
+static ENGINES: AtomicU64 = AtomicU64::new(0);
+
+/// A snapshot a thread used last, for one engine.
+struct Cached {
+    engine: u64,
+    /// The engine's `published` count when the snapshot was loaded.
+    published: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+/// Snapshots of engines this thread decides on, most recent first.
+const CACHED: usize = 4;
+
+thread_local! {
+    static SNAPSHOTS: RefCell<[Option<Rc<Cached>>; CACHED]> = const { RefCell::new([None, None, None, None]) };
 }
 
 fn sample() -> bool {

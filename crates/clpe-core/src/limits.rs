@@ -213,15 +213,25 @@ pub struct Connection {
 /// No peer holds the connection: see [`Record::peer`].
 const NO_PEER: u32 = u32::MAX;
 
+/// Who named a connection.
+enum Named {
+    /// The engine: its serial number. The id's text also says where the record is (see
+    /// [`Connections::admit_new`]), so these records need no index entry.
+    Engine(u64),
+    /// The event (`connection_id`): found through the shard's index.
+    Event(ConnectionId),
+}
+
 /// An admitted connection's record: what it holds until it is closed or its lease ends.
 /// 80 bytes: every admitted connection writes one, and the table holds as many as are
 /// open, so it is kept small (the target peer is a number, its name found on close).
 struct Record {
-    id: ConnectionId,
+    id: Named,
     src_service: Option<ServiceName>,
     slots: Box<[SlotGuard]>,
     expires: Time,
-    /// The low half of the id's hash: finds the record's index entry from its expiries.
+    /// The low half of the id's hash (event-named records): finds the record's index
+    /// entry from its place.
     hash: u32,
     /// The [`PeerRef`] whose open-connection count holds this connection, or [`NO_PEER`].
     peer: u32,
@@ -310,9 +320,10 @@ impl Expiries {
 const CHUNK: usize = 256;
 
 /// A shard's records sit in a slab, in the order they came (a freed place is reused
-/// first): admitting writes where the last admission wrote, and the index that finds
-/// records by id holds 8 bytes each, so it stays in cache and grows cheaply. The slab
-/// grows by chunks, so growing it moves nothing.
+/// first): admitting writes where the last admission wrote. Records the engine named are
+/// found by their place, which their id's text gives; those the event named, through an
+/// index of 8 bytes each, so it stays in cache and grows cheaply. The slab grows by
+/// chunks, so growing it moves nothing.
 #[derive(Default)]
 struct ConnShard {
     index: HashTable<Pos>,
@@ -338,22 +349,37 @@ impl ConnShard {
         self.slab.get_mut(at / CHUNK)?.get_mut(at % CHUNK)
     }
 
+    /// The place of the event-named record `id`.
     fn find(&self, hash: u64, id: &str) -> Option<u32> {
+        let named = |r: &Record| matches!(&r.id, Named::Event(n) if n.as_str() == id);
         let eq = |p: &Pos| {
             p.hash == hash as u32
                 && self
                     .place(p.at)
-                    .is_some_and(|r| r.as_ref().is_some_and(|r| r.id.as_str() == id))
+                    .is_some_and(|r| r.as_ref().is_some_and(named))
         };
         self.index.find(index_hash(hash as u32), eq).map(|p| p.at)
+    }
+
+    /// Whether the record at `at` is the engine's `serial`.
+    fn holds(&self, at: u32, serial: u64) -> bool {
+        let named = |r: &Record| matches!(r.id, Named::Engine(n) if n == serial);
+        self.place(at)
+            .is_some_and(|r| r.as_ref().is_some_and(named))
+    }
+
+    /// Records held.
+    fn len(&self) -> usize {
+        self.places as usize - self.free.len()
     }
 
     /// Takes the record at `at` out of the slab and the index.
     fn remove(&mut self, at: u32, peers: &boxcar::Vec<PeerOpen>) -> Option<Record> {
         let record = self.place_mut(at)?.take()?;
-        if let Ok(entry) = self
-            .index
-            .find_entry(index_hash(record.hash), |p| p.at == at)
+        if let Named::Event(_) = record.id
+            && let Ok(entry) = self
+                .index
+                .find_entry(index_hash(record.hash), |p| p.at == at)
         {
             entry.remove();
         }
@@ -364,8 +390,8 @@ impl ConnShard {
         Some(record)
     }
 
-    /// Puts a record in a free place, with its expiries.
-    fn insert(&mut self, record: Record) {
+    /// Puts a record in a free place, with its expiries; returns the place.
+    fn insert(&mut self, record: Record) -> u32 {
         let at = match self.free.pop() {
             Some(at) => at,
             None => {
@@ -380,12 +406,16 @@ impl ConnShard {
             at,
             hash: record.hash,
         };
+        let indexed = matches!(record.id, Named::Event(_));
         self.expiries.push_conn(at, &record);
         if let Some(place) = self.place_mut(at) {
             *place = Some(record);
         }
-        self.index
-            .insert_unique(index_hash(pos.hash), pos, |p| index_hash(p.hash));
+        if indexed {
+            self.index
+                .insert_unique(index_hash(pos.hash), pos, |p| index_hash(p.hash));
+        }
+        at
     }
 
     fn expire(&mut self, now: Time, peers: &boxcar::Vec<PeerOpen>) {
@@ -410,7 +440,7 @@ impl ConnShard {
     #[inline]
     fn compact(&mut self) {
         let len = self.expiries.len();
-        if len > 1024 && len > 4 * (self.index.len() + 1) && len > 2 * self.rebuilt {
+        if len > 1024 && len > 4 * (self.len() + 1) && len > 2 * self.rebuilt {
             self.rebuild();
         }
     }
@@ -452,17 +482,17 @@ pub struct Connections {
     /// A peer's place in `peers`, by name: kept for the engine's life, so a peer that
     /// leaves the inventory and comes back finds its connections still counted.
     peer_refs: Mutex<FxHashMap<PeerName, PeerRef>>,
+    /// `clpe-<4 hex digits>-`: the ids this table makes start so (see
+    /// [`Connections::admit_new`]).
+    prefix: [u8; PREFIX],
 }
+
+/// The length of an engine-made id's prefix.
+const PREFIX: usize = 10;
 
 impl Default for Connections {
     fn default() -> Self {
-        Connections {
-            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
-            next_expiry: AtomicU64::new(u64::MAX),
-            sweeping: Mutex::new(()),
-            peers: boxcar::Vec::new(),
-            peer_refs: Mutex::new(FxHashMap::default()),
-        }
+        Connections::new(0)
     }
 }
 
@@ -470,7 +500,43 @@ fn id_hash(id: &str) -> u64 {
     FxBuildHasher.hash_one(id)
 }
 
+/// A number in lowercase hex as [`Connections::id_text`] writes it (no sign, no leading
+/// zero, at most 16 digits): one text per number, so one id per record.
+fn canonical_hex(digits: &[u8]) -> Option<u64> {
+    let canonical = matches!(digits, [b'0'] | [b'1'..=b'9' | b'a'..=b'f', ..])
+        && digits.len() <= 16
+        && digits
+            .iter()
+            .all(|d| matches!(d, b'0'..=b'9' | b'a'..=b'f'));
+    canonical.then(|| {
+        digits.iter().fold(0u64, |n, d| {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                _ => d - b'a' + 10,
+            };
+            n << 4 | u64::from(v)
+        })
+    })
+}
+
 impl Connections {
+    /// An empty table whose ids carry `tag` (say, from the engine's seed).
+    pub fn new(tag: u16) -> Connections {
+        let mut prefix = *b"clpe-0000-";
+        for (i, digit) in prefix.iter_mut().skip(5).take(4).enumerate() {
+            let nibble = (u32::from(tag) >> (4 * (3 - i))) & 0xf;
+            *digit = char::from_digit(nibble, 16).map_or(b'0', |c| c as u8);
+        }
+        Connections {
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            next_expiry: AtomicU64::new(u64::MAX),
+            sweeping: Mutex::new(()),
+            peers: boxcar::Vec::new(),
+            peer_refs: Mutex::new(FxHashMap::default()),
+            prefix,
+        }
+    }
+
     fn shard(&self, hash: u64) -> Option<&Mutex<ConnShard>> {
         self.shards.get(shard_index(hash)).map(|p| &p.0)
     }
@@ -514,16 +580,9 @@ impl Connections {
         }
     }
 
-    /// Records an admitted connection. A connection with the same id still open is
-    /// replaced (its slots are given back).
-    pub fn admit(
-        &self,
-        id: ConnectionId,
-        target: Option<PeerRef>,
-        src_service: Option<ServiceName>,
-        slots: Vec<SlotGuard>,
-        expires: Time,
-    ) {
+    /// What admitting needs besides the id: the lease end (the latest of the connection's
+    /// and its slots'), and the peer's count taken.
+    fn prepare(&self, target: Option<PeerRef>, slots: &[SlotGuard], expires: Time) -> (Time, u32) {
         let expires = slots.iter().map(|s| s.expires).fold(expires, Time::max);
         let peer = match target {
             Some(peer) => {
@@ -534,6 +593,38 @@ impl Connections {
             }
             None => NO_PEER,
         };
+        (expires, peer)
+    }
+
+    /// Lowers the bound on the earliest expiry to `earliest` if it is above. Lowering it
+    /// is rare (leases end later than those before them): read it before writing, so
+    /// admissions do not all write one shared line.
+    fn expiring(&self, earliest: u64) {
+        if earliest < self.next_expiry.load(Ordering::Acquire) {
+            self.next_expiry.fetch_min(earliest, Ordering::AcqRel);
+        }
+    }
+
+    /// Records an admitted connection named by its event. A connection with the same id
+    /// still open is replaced (its slots are given back).
+    pub fn admit(
+        &self,
+        id: ConnectionId,
+        target: Option<PeerRef>,
+        src_service: Option<ServiceName>,
+        slots: Vec<SlotGuard>,
+        expires: Time,
+    ) {
+        let (expires, peer) = self.prepare(target, &slots, expires);
+        // An id this table made, reused by an event (rare): that record goes.
+        if let Some((serial, shard, at)) = self.locate(id.as_str())
+            && let Some(shard) = self.shards.get(shard)
+        {
+            let mut s = shard.lock();
+            if s.holds(at, serial) {
+                s.remove(at, &self.peers);
+            }
+        }
         let hash = id_hash(id.as_str());
         let Some(shard) = self.shard(hash) else {
             return;
@@ -546,7 +637,7 @@ impl Connections {
                 s.remove(at, &self.peers);
             }
             s.insert(Record {
-                id,
+                id: Named::Event(id),
                 src_service,
                 slots: slots.into_boxed_slice(),
                 expires,
@@ -556,20 +647,88 @@ impl Connections {
             s.compact();
             s.next()
         };
-        // Lowering the bound is rare (leases end later than those before them): read it
-        // before writing, so admissions do not all write one shared line.
-        if earliest < self.next_expiry.load(Ordering::Acquire) {
-            self.next_expiry.fetch_min(earliest, Ordering::AcqRel);
+        self.expiring(earliest);
+    }
+
+    /// Records an admitted connection the event did not name, under the engine's number
+    /// `serial` (unique: never given twice), and returns the id made for it:
+    /// `clpe-<tag>-<serial>-<place>`, numbers in lowercase hex, where the place says which
+    /// shard and where in it. Finding the record again reads the id; no index is written.
+    /// The shard is this thread's, so threads admitting at once do not meet.
+    pub fn admit_new(
+        &self,
+        serial: u64,
+        target: Option<PeerRef>,
+        src_service: Option<ServiceName>,
+        slots: Vec<SlotGuard>,
+        expires: Time,
+    ) -> ConnectionId {
+        let (expires, peer) = self.prepare(target, &slots, expires);
+        let shard = thread_number() % SHARDS;
+        let Some(lock) = self.shards.get(shard) else {
+            return self.id_text(serial, u64::MAX);
+        };
+        let (at, earliest) = {
+            let mut s = lock.lock();
+            let at = s.insert(Record {
+                id: Named::Engine(serial),
+                src_service,
+                slots: slots.into_boxed_slice(),
+                expires,
+                hash: 0,
+                peer,
+            });
+            s.compact();
+            (at, s.next())
+        };
+        self.expiring(earliest);
+        self.id_text(serial, u64::from(at) * SHARDS as u64 + shard as u64)
+    }
+
+    /// `clpe-<tag>-<serial>-<place>`, without the formatting machinery (this runs on
+    /// most admissions).
+    fn id_text(&self, serial: u64, place: u64) -> ConnectionId {
+        let mut text = [0u8; PREFIX + 2 * 16 + 1];
+        let mut len = PREFIX;
+        if let Some(prefix) = text.first_chunk_mut::<PREFIX>() {
+            *prefix = self.prefix;
         }
+        for (i, n) in [serial, place].into_iter().enumerate() {
+            if i > 0
+                && let Some(dash) = text.get_mut(len)
+            {
+                *dash = b'-';
+                len += 1;
+            }
+            let digits = (n.checked_ilog2().unwrap_or(0) / 4 + 1) as usize;
+            if let Some(out) = text.get_mut(len..len + digits) {
+                for (k, d) in out.iter_mut().rev().enumerate() {
+                    *d = b"0123456789abcdef"
+                        .get(((n >> (4 * k)) & 0xf) as usize)
+                        .copied()
+                        .unwrap_or(b'0');
+                }
+            }
+            len += digits;
+        }
+        let text = text.get(..len).unwrap_or_default();
+        ConnectionId::new(std::str::from_utf8(text).unwrap_or_default())
+    }
+
+    /// Where the record of an id this table made is: (serial, shard, place), if `id` is
+    /// exactly as [`Connections::id_text`] writes one.
+    fn locate(&self, id: &str) -> Option<(u64, usize, u32)> {
+        let rest = id.as_bytes().strip_prefix(&self.prefix)?;
+        let dash = rest.iter().position(|b| *b == b'-')?;
+        let (serial, place) = (rest.get(..dash)?, rest.get(dash + 1..)?);
+        let (serial, place) = (canonical_hex(serial)?, canonical_hex(place)?);
+        let at = u32::try_from(place / SHARDS as u64).ok()?;
+        Some((serial, (place % SHARDS as u64) as usize, at))
     }
 
     /// Closes a connection: its slots are given back. Unknown ids are fine (`None`).
     pub fn close(&self, id: &str) -> Option<Connection> {
-        let hash = id_hash(id);
-        let mut s = self.shard(hash)?.lock();
-        let at = s.find(hash, id)?;
-        let r = s.remove(at, &self.peers)?;
-        drop(s);
+        let r = self.take(id)?;
         Some(Connection {
             target: self.peers.get(r.peer as usize).map(|p| p.name.clone()),
             src_service: r.src_service,
@@ -578,15 +737,36 @@ impl Connections {
         })
     }
 
+    /// Takes the record of `id` out of the table.
+    fn take(&self, id: &str) -> Option<Record> {
+        if let Some((serial, shard, at)) = self.locate(id)
+            && let Some(shard) = self.shards.get(shard)
+        {
+            let mut s = shard.lock();
+            if s.holds(at, serial) {
+                return s.remove(at, &self.peers);
+            }
+        }
+        let hash = id_hash(id);
+        let mut s = self.shard(hash)?.lock();
+        let at = s.find(hash, id)?;
+        s.remove(at, &self.peers)
+    }
+
     /// Connections admitted and neither closed nor expired.
     pub fn open(&self) -> i64 {
-        self.shards
-            .iter()
-            .map(|s| s.lock().index.len() as i64)
-            .sum()
+        self.shards.iter().map(|s| s.lock().len() as i64).sum()
     }
 
     pub fn contains(&self, id: &str) -> bool {
+        if let Some((serial, shard, at)) = self.locate(id)
+            && self
+                .shards
+                .get(shard)
+                .is_some_and(|s| s.lock().holds(at, serial))
+        {
+            return true;
+        }
         let hash = id_hash(id);
         self.shard(hash)
             .is_some_and(|s| s.lock().find(hash, id).is_some())

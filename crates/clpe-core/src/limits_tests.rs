@@ -209,3 +209,78 @@ fn a_record_stays_small() {
     assert_eq!(std::mem::size_of::<Due>(), 16);
     assert_eq!(std::mem::size_of::<Pos>(), 8);
 }
+
+#[test]
+fn engine_made_ids_say_where_their_record_is() {
+    let counters = Counters::default();
+    let conns = Connections::new(0xbeef);
+    let p: Arc<str> = "/p".into();
+    let slot = counters.try_reserve(&p, &[], 5, Time(100)).unwrap();
+    let a = conns.admit_new(0, None, None, vec![slot], Time(1000));
+    let b = conns.admit_new(0x1f, None, None, vec![], Time(2000));
+    assert!(a.as_str().starts_with("clpe-beef-0-"), "{a}");
+    assert!(b.as_str().starts_with("clpe-beef-1f-"), "{b}");
+    assert_eq!(conns.open(), 2);
+    assert!(conns.contains(a.as_str()) && conns.contains(b.as_str()));
+    // Only the exact text finds a record: another spelling of the same numbers, another
+    // tag, a serial that is not the one at that place, trailing bytes.
+    let place = a.as_str().rsplit('-').next().unwrap().to_owned();
+    for other in [
+        format!("clpe-beef-00-{place}"),
+        format!("clpe-beef-0-0{place}"),
+        format!("clpe-BEEF-0-{place}"),
+        format!("clpe-beee-0-{place}"),
+        format!("clpe-beef-2-{place}"),
+        format!("{a}-"),
+        format!("{a}0"),
+        "clpe-beef--".to_owned(),
+        "clpe-beef-0-ffffffffffffffffff".to_owned(),
+    ] {
+        assert!(!conns.contains(&other), "{other}");
+        assert!(conns.close(&other).is_none(), "{other}");
+    }
+    assert_eq!(counters.current(&p, &[]), 1);
+    assert!(conns.close(a.as_str()).is_some());
+    assert!(
+        conns.close(a.as_str()).is_none(),
+        "closing twice is harmless"
+    );
+    assert_eq!(counters.current(&p, &[]), 0, "the slot came back on close");
+    // The freed place is reused: the new record's id differs by its serial, so the old
+    // id still closes nothing.
+    let c = conns.admit_new(2, None, None, vec![], Time(1000));
+    assert!(
+        c.as_str().ends_with(&format!("-{place}")),
+        "{c} reuses {place}"
+    );
+    assert!(conns.close(a.as_str()).is_none());
+    assert!(conns.contains(c.as_str()));
+    // An event that names its connection with an id the engine made replaces that record.
+    conns.admit(c.clone(), None, None, vec![], Time(3000));
+    assert_eq!(conns.open(), 2, "one record for {c}");
+    assert!(conns.close(c.as_str()).is_some());
+    assert!(!conns.contains(c.as_str()));
+    // Leases end for engine-named records too.
+    conns.expire(Time(2000));
+    assert!(!conns.contains(b.as_str()));
+    assert_eq!(conns.open(), 0);
+}
+
+#[test]
+fn engine_made_ids_close_from_another_thread() {
+    let conns = Connections::new(1);
+    let ids: Vec<ConnectionId> = (0..500)
+        .map(|n| conns.admit_new(n, None, None, vec![], Time(10)))
+        .collect();
+    let closed = std::thread::scope(|s| {
+        s.spawn(|| {
+            ids.iter()
+                .filter(|id| conns.close(id.as_str()).is_some())
+                .count()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(closed, 500);
+    assert_eq!(conns.open(), 0);
+}

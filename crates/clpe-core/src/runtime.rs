@@ -7,8 +7,8 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::limits::{Connections, Counters};
-use crate::names::ConnectionId;
+use crate::limits::{Connections, Counters, PeerRef, SlotGuard};
+use crate::names::{ConnectionId, ServiceName, Time};
 use crate::rate_limiter::RateBuckets;
 
 pub struct Runtime {
@@ -21,8 +21,6 @@ pub struct Runtime {
     ids: AtomicU64,
     /// This runtime's number in the process: names its blocks in the threads' caches.
     serial: u64,
-    /// `clpe-<8 hex digits of the seed's mix>-`: every connection id starts so.
-    id_prefix: [u8; 14],
 }
 
 /// SplitMix64: a good 64-bit mix, used for reproducible randomness and stable hashing.
@@ -125,21 +123,14 @@ fn take(counter: &AtomicU64, owner: u64) -> u64 {
 
 impl Runtime {
     pub fn new(seed: u64, default_lease: u64) -> Runtime {
-        let mut id_prefix = *b"clpe-00000000-";
-        let tag = (mix64(seed) >> 32) as u32;
-        for (i, digit) in id_prefix.iter_mut().skip(5).take(8).enumerate() {
-            let nibble = (tag >> (4 * (7 - i))) & 0xf;
-            *digit = char::from_digit(nibble, 16).map_or(b'0', |c| c as u8);
-        }
         Runtime {
-            connections: Connections::default(),
+            connections: Connections::new((mix64(seed) >> 48) as u16),
             counters: Counters::default(),
             rates: RateBuckets::default(),
             default_lease,
             seed,
             ids: AtomicU64::new(0),
             serial: RUNTIMES.fetch_add(1, Ordering::Relaxed),
-            id_prefix,
         }
     }
 
@@ -151,23 +142,29 @@ impl Runtime {
         mix64(self.seed ^ salt ^ mix64(n))
     }
 
-    /// A fresh connection id, unique for this engine's seed.
-    pub fn connection_id(&self) -> ConnectionId {
-        let n = take(&self.ids, self.serial);
-        // `clpe-<8 hex digits of the seed>-<n>`, without the formatting machinery: this
-        // runs on every admitted connection that came without an id.
-        let mut id = [0u8; 34];
-        let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
-        if let Some((prefix, number)) = id.split_first_chunk_mut::<14>() {
-            *prefix = self.id_prefix;
-            let mut v = n;
-            for d in number.iter_mut().take(digits).rev() {
-                *d = b'0' + (v % 10) as u8;
-                v /= 10;
+    /// Admits a connection: under the event's id, or under one made now (unique for this
+    /// engine), which is returned.
+    pub fn admit(
+        &self,
+        id: Option<ConnectionId>,
+        target: Option<PeerRef>,
+        src_service: Option<ServiceName>,
+        slots: Vec<SlotGuard>,
+        expires: Time,
+    ) -> ConnectionId {
+        match id {
+            Some(id) => {
+                let named = id.clone();
+                self.connections
+                    .admit(id, target, src_service, slots, expires);
+                named
+            }
+            None => {
+                let serial = take(&self.ids, self.serial);
+                self.connections
+                    .admit_new(serial, target, src_service, slots, expires)
             }
         }
-        let text = id.get(..14 + digits).unwrap_or_default();
-        ConnectionId::new(std::str::from_utf8(text).unwrap_or_default())
     }
 }
 
@@ -177,36 +174,50 @@ mod tests {
 
     use super::*;
 
+    fn made(rt: &Runtime) -> ConnectionId {
+        rt.admit(None, None, None, Vec::new(), Time(1))
+    }
+
     #[test]
     fn ids_count_up_per_engine_and_never_repeat() {
         let a = Runtime::new(7, 0);
         let b = Runtime::new(7, 0);
-        let tag = format!("{:08x}", (mix64(7) >> 32) as u32);
-        assert_eq!(a.connection_id().as_str(), format!("clpe-{tag}-0"));
-        assert_eq!(
-            b.connection_id().as_str(),
-            format!("clpe-{tag}-0"),
+        let tag = format!("{:04x}", (mix64(7) >> 48) as u16);
+        // `clpe-<tag>-<serial>-<place>`: the place is this thread's shard, then the
+        // next free place in it.
+        let first = made(&a);
+        assert!(
+            first.as_str().starts_with(&format!("clpe-{tag}-0-")),
+            "{first}"
+        );
+        assert!(
+            made(&b).as_str().starts_with(&format!("clpe-{tag}-0-")),
             "its own sequence"
         );
-        assert_eq!(a.connection_id().as_str(), format!("clpe-{tag}-1"));
+        assert!(made(&a).as_str().starts_with(&format!("clpe-{tag}-1-")));
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3000 {
-            assert!(seen.insert(a.connection_id()));
-            let _ = b.connection_id();
+            assert!(seen.insert(made(&a)));
+            let _ = made(&b);
         }
         let others: Vec<ConnectionId> = std::thread::scope(|s| {
-            let h = s.spawn(|| (0..2000).map(|_| a.connection_id()).collect());
+            let h = s.spawn(|| (0..2000).map(|_| made(&a)).collect());
             h.join().unwrap()
         });
         for id in others {
             assert!(seen.insert(id), "another thread's ids are its own");
         }
+        assert_eq!(a.connections.open(), 5002, "every one admitted and open");
         let max = Runtime::new(1, 0);
         max.ids.store(u64::MAX - 5, Ordering::Relaxed);
+        let id = made(&max);
         assert!(
-            max.connection_id()
-                .as_str()
-                .ends_with(&u64::MAX.wrapping_sub(5).to_string())
+            id.as_str().contains(&format!("-{:x}-", u64::MAX - 5)),
+            "{id}"
+        );
+        assert!(
+            max.connections.close(id.as_str()).is_some(),
+            "found from its id"
         );
     }
 
