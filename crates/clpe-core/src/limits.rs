@@ -654,7 +654,8 @@ impl Connections {
     /// `serial` (unique: never given twice), and returns the id made for it:
     /// `clpe-<tag>-<serial>-<place>`, numbers in lowercase hex, where the place says which
     /// shard and where in it. Finding the record again reads the id; no index is written.
-    /// The shard is this thread's, so threads admitting at once do not meet.
+    /// Shards are taken in turn by serial: a thread's own shard would be the one its
+    /// connections are closed in by other threads, always while it admits there.
     pub fn admit_new(
         &self,
         serial: u64,
@@ -664,7 +665,7 @@ impl Connections {
         expires: Time,
     ) -> ConnectionId {
         let (expires, peer) = self.prepare(target, &slots, expires);
-        let shard = thread_number() % SHARDS;
+        let shard = (serial % SHARDS as u64) as usize;
         let Some(lock) = self.shards.get(shard) else {
             return self.id_text(serial, u64::MAX);
         };
