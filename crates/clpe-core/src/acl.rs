@@ -338,13 +338,11 @@ impl Agent for Acl {
             }
             Scope::List { peer } => {
                 let mut services = Vec::new();
-                for (namespace, exports) in &snapshot.exports {
-                    for export in exports.values() {
-                        let dst = cx.dst_local(export);
-                        let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
-                        if d.allowed() {
-                            services.push((export.reference.clone(), d));
-                        }
+                for export in snapshot.exports.iter() {
+                    let dst = cx.dst_local(export);
+                    let d = acl.check(&mut cx.notes, export.namespace(), &cx.src, &dst);
+                    if d.allowed() {
+                        services.push((export.reference.clone(), d));
                     }
                 }
                 services.sort_by(|a, b| a.0.cmp(&b.0));

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 
@@ -39,10 +40,88 @@ pub struct PeerEntry {
 
 #[derive(Debug)]
 pub struct ExportEntry {
+    /// `namespace/name`.
     pub reference: String,
+    /// Where the name starts in `reference`.
+    name_at: usize,
     /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`, then the local
     /// peer's name and labels: the destination side of an ingress connection.
     pub attrs: OwnedAttrs,
+}
+
+impl ExportEntry {
+    pub fn namespace(&self) -> &str {
+        self.reference
+            .get(..self.name_at.saturating_sub(1))
+            .unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.reference.get(self.name_at..).unwrap_or_default()
+    }
+}
+
+/// The local Exports, found by namespace and name with one hash and one probe (a decision
+/// looks one up for every ingress connection).
+#[derive(Default)]
+pub struct Exports {
+    table: HashTable<ExportEntry>,
+}
+
+impl std::fmt::Debug for Exports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+fn export_hash(namespace: &str, name: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    h.write(namespace.as_bytes());
+    h.write_u8(b'/');
+    h.write(name.as_bytes());
+    h.finish()
+}
+
+impl ExportEntry {
+    /// Whether this is `namespace/name`: the reference, as long as both and the slash,
+    /// starts with the one, then the slash, and ends with the other.
+    fn is(&self, namespace: &str, name: &str) -> bool {
+        let r = self.reference.as_bytes();
+        r.len() == namespace.len() + 1 + name.len()
+            && r.get(namespace.len()) == Some(&b'/')
+            && r.starts_with(namespace.as_bytes())
+            && r.ends_with(name.as_bytes())
+    }
+}
+
+impl Exports {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&ExportEntry> {
+        let eq = |e: &ExportEntry| e.is(namespace, name);
+        self.table.find(export_hash(namespace, name), eq)
+    }
+
+    /// Adds (or replaces) the export `namespace/name`.
+    fn insert(&mut self, namespace: &str, name: &str, attrs: OwnedAttrs) {
+        let entry = ExportEntry {
+            reference: format!("{namespace}/{name}"),
+            name_at: namespace.len() + 1,
+            attrs,
+        };
+        let hash = export_hash(namespace, name);
+        match self.table.find_mut(hash, |e| e.is(namespace, name)) {
+            Some(old) => *old = entry,
+            None => {
+                let rehash = |e: &ExportEntry| export_hash(e.namespace(), e.name());
+                self.table.insert_unique(hash, entry, rehash);
+            }
+        }
+    }
+
+    /// Every export, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ExportEntry> {
+        self.table.iter()
+    }
 }
 
 #[derive(Debug)]
@@ -129,8 +208,7 @@ pub struct Snapshot {
     pub local: Option<Arc<PeerEntry>>,
     /// The local peer's name as attributes, when the inventory does not have it.
     pub local_attrs: OwnedAttrs,
-    /// namespace → name → export.
-    pub exports: FxHashMap<SmolStr, FxHashMap<SmolStr, ExportEntry>>,
+    pub exports: Exports,
     /// namespace → name → import.
     pub imports: FxHashMap<SmolStr, FxHashMap<SmolStr, Arc<ImportEntry>>>,
     pub acl: AclTables,
@@ -165,7 +243,7 @@ impl Snapshot {
             local: None,
             local_attrs: peer_attrs(&Symbols::default(), local_peer.as_str(), &BTreeMap::new()),
             symbols: Symbols::default(),
-            exports: FxHashMap::default(),
+            exports: Exports::default(),
             imports: FxHashMap::default(),
             acl: AclTables::default(),
             conn_limits: Vec::new(),
@@ -178,7 +256,7 @@ impl Snapshot {
     }
 
     pub fn export(&self, namespace: &str, name: &str) -> Option<&ExportEntry> {
-        self.exports.get(namespace)?.get(name)
+        self.exports.get(namespace, name)
     }
 
     pub fn import(&self, namespace: &str, name: &str) -> Option<&Arc<ImportEntry>> {
@@ -333,7 +411,7 @@ pub fn build(
         None => peer_attrs(&symbols, env.local_peer.as_str(), &BTreeMap::new()),
     };
 
-    let mut exports: FxHashMap<SmolStr, FxHashMap<SmolStr, ExportEntry>> = FxHashMap::default();
+    let mut exports = Exports::default();
     let mut lb_by_import: FxHashMap<(SmolStr, SmolStr), Vec<&Document>> = FxHashMap::default();
     for doc in docs.values() {
         match &doc.spec {
@@ -348,14 +426,7 @@ pub fn build(
                     &doc.labels,
                 );
                 let attrs = OwnedAttrs::concat(&[&own, &local_attrs]);
-                let entry = ExportEntry {
-                    reference: doc.key.reference(),
-                    attrs,
-                };
-                exports
-                    .entry(doc.key.namespace.clone())
-                    .or_default()
-                    .insert(SmolStr::new(&*doc.key.name), entry);
+                exports.insert(&doc.key.namespace, &doc.key.name, attrs);
             }
             Spec::LoadBalancing(lb) => {
                 lb_by_import
@@ -610,4 +681,37 @@ pub fn list(docs: &Docs, kind: Kind) -> impl Iterator<Item = &Arc<Document>> {
     )
     .take_while(move |(k, _)| k.kind == kind)
     .map(|(_, d)| d)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn exports_are_found_by_exactly_their_namespace_and_name() {
+        let mut exports = Exports::default();
+        exports.insert("a", "bcd", OwnedAttrs::default());
+        exports.insert("ab", "cd", OwnedAttrs::default());
+        exports.insert("default", "reviews", OwnedAttrs::default());
+        let found = |ns, name| exports.get(ns, name).map(|e| e.reference.clone());
+        assert_eq!(found("a", "bcd").as_deref(), Some("a/bcd"));
+        assert_eq!(found("ab", "cd").as_deref(), Some("ab/cd"));
+        let e = exports.get("default", "reviews").unwrap();
+        assert_eq!((e.namespace(), e.name()), ("default", "reviews"));
+        // Same length, same bytes around a slash placed elsewhere: not the same export.
+        for (ns, name) in [
+            ("a/b", "d"),
+            ("a", "b/cd"),
+            ("abc", "d"),
+            ("", "a/bcd"),
+            ("a", "bc"),
+        ] {
+            assert_eq!(found(ns, name), None, "{ns} {name}");
+        }
+        // Applying again replaces.
+        exports.insert("a", "bcd", OwnedAttrs::default());
+        assert_eq!(exports.iter().count(), 3);
+    }
 }

@@ -138,7 +138,7 @@ fn prometheus_text_parses_and_counts_agree() {
         .unwrap();
     match &chain.value {
         prometheus_parse::Value::Histogram(h) => {
-            // Latency is sampled (a thread's first decision, then one in 64): 9 decisions
+            // Latency is sampled (a thread's first decision, then one in 256): 9 decisions
             // here, all on this thread, so exactly one is timed.
             let timed = h.last().unwrap().count;
             assert_eq!(timed, 1.0, "{timed} timed decisions")
