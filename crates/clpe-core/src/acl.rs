@@ -342,7 +342,7 @@ impl Agent for Acl {
                     let dst = cx.dst_local(export);
                     let d = acl.check(&mut cx.notes, export.namespace(), &cx.src, &dst);
                     if d.allowed() {
-                        services.push((export.reference.clone(), d));
+                        services.push((export.reference.to_string(), d));
                     }
                 }
                 services.sort_by(|a, b| a.0.cmp(&b.0));

@@ -40,8 +40,9 @@ pub struct PeerEntry {
 
 #[derive(Debug)]
 pub struct ExportEntry {
-    /// `namespace/name`.
-    pub reference: String,
+    /// `namespace/name`: inline (up to 23 bytes), so finding an export reads no other
+    /// allocation.
+    pub reference: SmolStr,
     /// Where the name starts in `reference`.
     name_at: usize,
     /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`, then the local
@@ -104,7 +105,7 @@ impl Exports {
     /// Adds (or replaces) the export `namespace/name`.
     fn insert(&mut self, namespace: &str, name: &str, attrs: OwnedAttrs) {
         let entry = ExportEntry {
-            reference: format!("{namespace}/{name}"),
+            reference: smol_str::format_smolstr!("{namespace}/{name}"),
             name_at: namespace.len() + 1,
             attrs,
         };
