@@ -124,7 +124,7 @@ pub struct Engine {
     texts: Texts,
     snapshot: ArcSwap<Snapshot>,
     /// This engine's number, unique in the process: names its snapshot in the threads'
-    /// caches (see [`Engine::with_snapshot`]).
+    /// caches (see [`Engine::current`]).
     id: u64,
     /// How many snapshots have been stored: bumped after each store, before the change
     /// is acknowledged.

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -485,6 +485,9 @@ pub struct Connections {
     /// `clpe-<4 hex digits>-`: the ids this table makes start so (see
     /// [`Connections::admit_new`]).
     prefix: [u8; PREFIX],
+    /// Whether an event ever named its connection with an id starting with `prefix`:
+    /// then an id made here is checked against the event-named records too.
+    prefixed: AtomicBool,
 }
 
 /// The length of an engine-made id's prefix.
@@ -534,6 +537,7 @@ impl Connections {
             peers: boxcar::Vec::new(),
             peer_refs: Mutex::new(FxHashMap::default()),
             prefix,
+            prefixed: AtomicBool::new(false),
         }
     }
 
@@ -616,6 +620,9 @@ impl Connections {
         expires: Time,
     ) {
         let (expires, peer) = self.prepare(target, &slots, expires);
+        if id.as_str().as_bytes().starts_with(&self.prefix) {
+            self.prefixed.store(true, Ordering::Release);
+        }
         // An id this table made, reused by an event (rare): that record goes.
         if let Some((serial, shard, at)) = self.locate(id.as_str())
             && let Some(shard) = self.shards.get(shard)
@@ -650,29 +657,31 @@ impl Connections {
         self.expiring(earliest);
     }
 
-    /// Records an admitted connection the event did not name, under the engine's number
-    /// `serial` (unique: never given twice), and returns the id made for it:
+    /// Records an admitted connection the event did not name, under a number `serial`
+    /// gives (never the same twice), and returns the id made for it:
     /// `clpe-<tag>-<serial>-<place>`, numbers in lowercase hex, where the place says which
     /// shard and where in it. Finding the record again reads the id; no index is written.
     /// Shards are taken in turn by serial: a thread's own shard would be the one its
     /// connections are closed in by other threads, always while it admits there.
     pub fn admit_new(
         &self,
-        serial: u64,
+        mut serial: impl FnMut() -> u64,
         target: Option<PeerRef>,
         src_service: Option<ServiceName>,
         slots: Vec<SlotGuard>,
         expires: Time,
     ) -> ConnectionId {
-        let (expires, peer) = self.prepare(target, &slots, expires);
-        let shard = (serial % SHARDS as u64) as usize;
+        let mut number = serial();
+        let shard = (number % SHARDS as u64) as usize;
         let Some(lock) = self.shards.get(shard) else {
-            return self.id_text(serial, u64::MAX);
+            return self.id_text(number, u64::MAX);
         };
+        let (expires, peer) = self.prepare(target, &slots, expires);
+        let serial_now = number;
         let (at, earliest) = {
             let mut s = lock.lock();
             let at = s.insert(Record {
-                id: Named::Engine(serial),
+                id: Named::Engine(serial_now),
                 src_service,
                 slots: slots.into_boxed_slice(),
                 expires,
@@ -683,7 +692,35 @@ impl Connections {
             (at, s.next())
         };
         self.expiring(earliest);
-        self.id_text(serial, u64::from(at) * SHARDS as u64 + shard as u64)
+        let place = u64::from(at) * SHARDS as u64 + shard as u64;
+        let mut id = self.id_text(number, place);
+        // An event named its connection in this table's form (rare): the id made here
+        // must not be one an event-named record holds (two records, one id), so the record
+        // takes the next number until its id is free.
+        if self.prefixed.load(Ordering::Acquire) {
+            while self.named_by_event(id.as_str()) {
+                let next = serial();
+                let mut s = lock.lock();
+                match s.place_mut(at) {
+                    Some(Some(r)) if matches!(r.id, Named::Engine(n) if n == number) => {
+                        r.id = Named::Engine(next);
+                    }
+                    // Closed already (by someone who guessed its id): nothing to rename.
+                    _ => break,
+                }
+                drop(s);
+                number = next;
+                id = self.id_text(number, place);
+            }
+        }
+        id
+    }
+
+    /// Whether an event-named record holds `id`.
+    fn named_by_event(&self, id: &str) -> bool {
+        let hash = id_hash(id);
+        self.shard(hash)
+            .is_some_and(|s| s.lock().find(hash, id).is_some())
     }
 
     /// `clpe-<tag>-<serial>-<place>`, without the formatting machinery (this runs on

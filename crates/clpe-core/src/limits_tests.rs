@@ -216,8 +216,8 @@ fn engine_made_ids_say_where_their_record_is() {
     let conns = Connections::new(0xbeef);
     let p: Arc<str> = "/p".into();
     let slot = counters.try_reserve(&p, &[], 5, Time(100)).unwrap();
-    let a = conns.admit_new(0, None, None, vec![slot], Time(1000));
-    let b = conns.admit_new(0x1f, None, None, vec![], Time(2000));
+    let a = conns.admit_new(|| 0, None, None, vec![slot], Time(1000));
+    let b = conns.admit_new(|| 0x1f, None, None, vec![], Time(2000));
     assert!(a.as_str().starts_with("clpe-beef-0-"), "{a}");
     assert!(b.as_str().starts_with("clpe-beef-1f-"), "{b}");
     assert_eq!(conns.open(), 2);
@@ -248,7 +248,7 @@ fn engine_made_ids_say_where_their_record_is() {
     assert_eq!(counters.current(&p, &[]), 0, "the slot came back on close");
     // The freed place is reused (serials pick shards in turn: this one picks a's): the
     // new record's id differs by its serial, so the old id still closes nothing.
-    let c = conns.admit_new(SHARDS as u64, None, None, vec![], Time(1000));
+    let c = conns.admit_new(|| SHARDS as u64, None, None, vec![], Time(1000));
     assert!(
         c.as_str().ends_with(&format!("-{place}")),
         "{c} reuses {place}"
@@ -270,7 +270,7 @@ fn engine_made_ids_say_where_their_record_is() {
 fn engine_made_ids_close_from_another_thread() {
     let conns = Connections::new(1);
     let ids: Vec<ConnectionId> = (0..500)
-        .map(|n| conns.admit_new(n, None, None, vec![], Time(10)))
+        .map(|n| conns.admit_new(|| n, None, None, vec![], Time(10)))
         .collect();
     let closed = std::thread::scope(|s| {
         s.spawn(|| {
@@ -282,5 +282,33 @@ fn engine_made_ids_close_from_another_thread() {
         .unwrap()
     });
     assert_eq!(closed, 500);
+    assert_eq!(conns.open(), 0);
+}
+
+#[test]
+fn an_id_made_is_never_one_an_event_holds() {
+    let conns = Connections::new(0xbeef);
+    // The id serial 0 would get in the first place of shard 0, named by an event first.
+    let guessed = ConnectionId::from("clpe-beef-0-0");
+    conns.admit(guessed.clone(), None, None, vec![], Time(1000));
+    let next = std::cell::Cell::new(0u64);
+    let serial = || {
+        let n = next.get();
+        next.set(n + SHARDS as u64);
+        n
+    };
+    let made = conns.admit_new(serial, None, None, vec![], Time(1000));
+    assert_ne!(made, guessed);
+    assert!(
+        made.as_str().ends_with("-0"),
+        "{made}: still the first place of shard 0"
+    );
+    assert_eq!(conns.open(), 2, "two connections, two ids");
+    assert!(conns.close(made.as_str()).is_some());
+    assert!(
+        conns.contains(guessed.as_str()),
+        "the event's connection is still open"
+    );
+    assert!(conns.close(guessed.as_str()).is_some());
     assert_eq!(conns.open(), 0);
 }
