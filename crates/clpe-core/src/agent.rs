@@ -42,6 +42,22 @@ pub struct Outcome<'a> {
     pub now: crate::names::Time,
 }
 
+impl<'a> Outcome<'a> {
+    /// A settled event and its response, with nothing else to report (no agent timed,
+    /// none failed, no connection closed).
+    pub fn new(event: &'a Event, response: &'a Response, now: crate::names::Time) -> Self {
+        Outcome {
+            event,
+            response,
+            agent_nanos: &[],
+            failures: &[],
+            chain_nanos: None,
+            closed: None,
+            now,
+        }
+    }
+}
+
 pub trait Agent: Send + Sync {
     /// Decides on the event; `cx` carries the event, the snapshot and the shared state.
     /// A deny is a verdict, never an `Err`: an `Err` means the agent could not decide, and

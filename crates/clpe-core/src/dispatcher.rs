@@ -447,13 +447,10 @@ impl Engine {
             Err(reason) => unresolved(event, reason),
         };
         let outcome = Outcome {
-            event,
-            response: &response,
             agent_nanos: &tally.timings,
             failures: &tally.failures,
-            chain_nanos: None,
             closed: tally.closed.as_ref(),
-            now,
+            ..Outcome::new(event, &response, now)
         };
         self.observe(chain, outcome, opts, start);
         response
@@ -481,144 +478,142 @@ impl Engine {
         let Tally {
             timings, failures, ..
         } = tally;
-        {
-            let mut cx = Context {
-                snapshot,
-                runtime,
-                event,
-                scope,
-                now,
-                dry_run: opts.dry_run,
-                src: source_attrs(snapshot, event),
-                candidates: Default::default(),
-                target: None,
-                fallbacks: Default::default(),
-                target_peers: Vec::new(),
-                services: Vec::new(),
-                decision: None,
-                rate_limit: None,
-                slots: Vec::new(),
-                lease: None,
-                annotations: Default::default(),
-                connection_id: match event {
-                    Event::NewConnection(e) => e.connection_id.clone(),
-                    _ => None,
-                },
-                closed: None,
-                allows: Default::default(),
-                notes: Notes {
-                    current_agent: &self.texts.empty,
-                    matched: Vec::new(),
-                    would_deny: Vec::new(),
-                    explain: opts.explain,
-                },
-            };
-            if let Scope::Egress { import } = scope {
-                cx.candidates = import
-                    .sources
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(order, source)| {
-                        let peer = source.peer.as_deref()?;
-                        (peer.name != snapshot.local_peer).then_some(Candidate {
-                            source,
-                            peer,
-                            order,
-                        })
+        let mut cx = Context {
+            snapshot,
+            runtime,
+            event,
+            scope,
+            now,
+            dry_run: opts.dry_run,
+            src: source_attrs(snapshot, event),
+            candidates: Default::default(),
+            target: None,
+            fallbacks: Default::default(),
+            target_peers: Vec::new(),
+            services: Vec::new(),
+            decision: None,
+            rate_limit: None,
+            slots: Vec::new(),
+            lease: None,
+            annotations: Default::default(),
+            connection_id: match event {
+                Event::NewConnection(e) => e.connection_id.clone(),
+                _ => None,
+            },
+            closed: None,
+            allows: Default::default(),
+            notes: Notes {
+                current_agent: &self.texts.empty,
+                matched: Vec::new(),
+                would_deny: Vec::new(),
+                explain: opts.explain,
+            },
+        };
+        if let Scope::Egress { import } = scope {
+            cx.candidates = import
+                .sources
+                .iter()
+                .enumerate()
+                .filter_map(|(order, source)| {
+                    let peer = source.peer.as_deref()?;
+                    (peer.name != snapshot.local_peer).then_some(Candidate {
+                        source,
+                        peer,
+                        order,
                     })
-                    .collect();
+                })
+                .collect();
+        }
+        let mut trace = opts.explain.then(Vec::new);
+        let mut denial: Option<Denial> = None;
+        let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
+        for link in chain {
+            cx.notes.current_agent = &link.agent_name;
+            let saw = trace.as_ref().map(|_| cx.view());
+            let t0 = ticker.map(|t| t());
+            let result = link.agent.decide(&mut cx);
+            if let (Some(t), Some(t0)) = (ticker, t0) {
+                timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
             }
-            let mut trace = opts.explain.then(Vec::new);
-            let mut denial: Option<Denial> = None;
-            let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
-            for link in chain {
-                cx.notes.current_agent = &link.agent_name;
-                let saw = trace.as_ref().map(|_| cx.view());
-                let t0 = ticker.map(|t| t());
-                let result = link.agent.decide(&mut cx);
-                if let (Some(t), Some(t0)) = (ticker, t0) {
-                    timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
+            let (outcome, detail) = match result {
+                Ok(Verdict::Continue) => ("continue", None),
+                Ok(Verdict::Allow { matched_by }) => {
+                    cx.decision = Some(Decision::Allow);
+                    if let Some(m) = matched_by {
+                        cx.allow(None, m);
+                    }
+                    ("allow", None)
                 }
-                let (outcome, detail) = match result {
-                    Ok(Verdict::Continue) => ("continue", None),
-                    Ok(Verdict::Allow { matched_by }) => {
-                        cx.decision = Some(Decision::Allow);
-                        if let Some(m) = matched_by {
-                            cx.allow(None, m);
+                Ok(Verdict::Deny { reason, matched_by }) => {
+                    cx.decision = Some(Decision::Deny);
+                    denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
+                    ("deny", Some(reason))
+                }
+                Err(e) => {
+                    failures.push(link.agent_name.clone());
+                    match link.failure_mode {
+                        FailureMode::Closed => {
+                            let reason: Arc<str> = format!(
+                                "agent {} failed: {e} (failure mode closed)",
+                                link.agent_name
+                            )
+                            .into();
+                            cx.decision = Some(Decision::Deny);
+                            denial = Some((reason.clone(), None, link.agent_name.clone()));
+                            ("failed", Some(reason))
                         }
-                        ("allow", None)
-                    }
-                    Ok(Verdict::Deny { reason, matched_by }) => {
-                        cx.decision = Some(Decision::Deny);
-                        denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
-                        ("deny", Some(reason))
-                    }
-                    Err(e) => {
-                        failures.push(link.agent_name.clone());
-                        match link.failure_mode {
-                            FailureMode::Closed => {
-                                let reason: Arc<str> = format!(
-                                    "agent {} failed: {e} (failure mode closed)",
+                        FailureMode::Open => (
+                            "skipped",
+                            Some(
+                                format!(
+                                    "agent {} failed: {e} (failure mode open)",
                                     link.agent_name
                                 )
-                                .into();
-                                cx.decision = Some(Decision::Deny);
-                                denial = Some((reason.clone(), None, link.agent_name.clone()));
-                                ("failed", Some(reason))
-                            }
-                            FailureMode::Open => (
-                                "skipped",
-                                Some(
-                                    format!(
-                                        "agent {} failed: {e} (failure mode open)",
-                                        link.agent_name
-                                    )
-                                    .into(),
-                                ),
+                                .into(),
                             ),
-                        }
+                        ),
                     }
-                };
-                if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
-                    let would_deny = cx
-                        .notes
-                        .would_deny
-                        .iter()
-                        .filter(|(a, _)| *a == link.agent_name)
-                        .map(|(_, p)| p.clone())
-                        .collect();
-                    trace.push(TraceEntry {
-                        agent: link.agent_name.clone(),
-                        subscription: link.subscription.clone(),
-                        priority: link.priority,
-                        outcome: outcome.to_owned(),
-                        saw,
-                        left: cx.view(),
-                        matched: std::mem::take(&mut cx.notes.matched),
-                        would_deny,
-                        detail: detail.map(|d| d.to_string()).unwrap_or_default(),
-                    });
                 }
-                if denial.is_some() {
-                    break;
-                }
+            };
+            if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
+                let would_deny = cx
+                    .notes
+                    .would_deny
+                    .iter()
+                    .filter(|(a, _)| *a == link.agent_name)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                trace.push(TraceEntry {
+                    agent: link.agent_name.clone(),
+                    subscription: link.subscription.clone(),
+                    priority: link.priority,
+                    outcome: outcome.to_owned(),
+                    saw,
+                    left: cx.view(),
+                    matched: std::mem::take(&mut cx.notes.matched),
+                    would_deny,
+                    detail: detail.map(|d| d.to_string()).unwrap_or_default(),
+                });
             }
-            // Stitch: an allowed egress connection needs a target.
-            if denial.is_none()
-                && let Scope::Egress { import } = scope
-                && !cx.ensure_target()
-            {
-                let reason = format!(
-                    "no candidate peer left for Import {}",
-                    import.key.reference()
-                );
-                denial = Some((reason.into(), None, self.texts.empty.clone()));
+            if denial.is_some() {
+                break;
             }
-            let mut response = self.respond(&mut cx, denial, opts);
-            response.trace = trace;
-            tally.closed = cx.closed.take();
-            response
         }
+        // Stitch: an allowed egress connection needs a target.
+        if denial.is_none()
+            && let Scope::Egress { import } = scope
+            && !cx.ensure_target()
+        {
+            let reason = format!(
+                "no candidate peer left for Import {}",
+                import.key.reference()
+            );
+            denial = Some((reason.into(), None, self.texts.empty.clone()));
+        }
+        let mut response = self.respond(&mut cx, denial, opts);
+        response.trace = trace;
+        tally.closed = cx.closed.take();
+        response
     }
 
     fn respond(
@@ -628,16 +623,6 @@ impl Engine {
         opts: DecideOptions,
     ) -> Response {
         let event_type = cx.event.event_type();
-        let would_deny = cx
-            .notes
-            .would_deny
-            .iter()
-            .map(|(a, p)| WouldDeny {
-                agent: a.clone(),
-                policy: p.clone(),
-            })
-            .collect();
-        let annotations = std::mem::take(&mut cx.annotations);
         // What decided, then the response, made once, in place.
         let denied = denial.is_some();
         let (decision, reason, matched_by, decided_by, target) = match denial {
@@ -687,21 +672,21 @@ impl Engine {
                 }
             }
         };
-        let mut r = Response {
-            decision,
-            target_peer: None,
-            fallback_peers: None,
-            target_peers: None,
-            services: None,
-            rate_limit: None,
-            connection_id: None,
-            matched_by,
-            decided_by,
-            reason,
-            would_deny,
-            annotations,
-            trace: None,
-        };
+        let mut r = Response::new(decision, reason);
+        r.matched_by = matched_by;
+        r.decided_by = decided_by;
+        // Most decisions have neither: nothing made, nothing to drop.
+        if !cx.notes.would_deny.is_empty() {
+            r.would_deny = (cx.notes.would_deny.iter())
+                .map(|(a, p)| WouldDeny {
+                    agent: a.clone(),
+                    policy: p.clone(),
+                })
+                .collect();
+        }
+        if !cx.annotations.is_empty() {
+            r.annotations = std::mem::take(&mut cx.annotations);
+        }
         match cx.event {
             Event::NewConnection(e) => {
                 if e.direction == Direction::Egress {
@@ -887,21 +872,9 @@ fn resolve<'s>(snapshot: &'s Snapshot, event: &'s Event) -> Result<Scope<'s>, St
 }
 
 fn unresolved(event: &Event, reason: String) -> Response {
-    let reason: Arc<str> = reason.into();
     let mut r = Response {
-        decision: Decision::Deny,
-        target_peer: None,
-        fallback_peers: None,
-        target_peers: None,
-        services: None,
-        rate_limit: None,
-        connection_id: None,
         matched_by: Some(crate::acl::DEFAULT_DENY.into()),
-        decided_by: None,
-        reason,
-        would_deny: Vec::new(),
-        annotations: Default::default(),
-        trace: None,
+        ..Response::new(Decision::Deny, reason.into())
     };
     match event {
         Event::NewConnection(e) if e.direction == Direction::Egress => {

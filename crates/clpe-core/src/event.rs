@@ -247,6 +247,27 @@ pub struct Response {
     pub trace: Option<Vec<TraceEntry>>,
 }
 
+impl Response {
+    /// A decision and its reason, with nothing else.
+    pub fn new(decision: Decision, reason: Arc<str>) -> Response {
+        Response {
+            decision,
+            target_peer: None,
+            fallback_peers: None,
+            target_peers: None,
+            services: None,
+            rate_limit: None,
+            connection_id: None,
+            matched_by: None,
+            decided_by: None,
+            reason,
+            would_deny: Vec::new(),
+            annotations: BTreeMap::new(),
+            trace: None,
+        }
+    }
+}
+
 /// The shared state as one agent saw it or left it, for the trace.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateView {

@@ -1185,23 +1185,22 @@ fn decode(seq: u64, time: u64, bytes: &[u8]) -> Option<LogEntry> {
         }),
         _ => return None,
     };
+    let decision = match (word >> 16) & 0xff {
+        0 => Decision::Allow,
+        _ => Decision::Deny,
+    };
+    // In the order they were written.
+    let target_peer = rd.opt()?.map(PeerName::from);
+    let connection_id = rd.opt()?.map(ConnectionId::from);
+    let matched_by = rd.opt()?.map(Arc::from);
+    let decided_by = rd.opt()?.map(Arc::from);
+    let reason = Arc::from(rd.str()?);
     let mut response = Response {
-        decision: match (word >> 16) & 0xff {
-            0 => Decision::Allow,
-            _ => Decision::Deny,
-        },
-        target_peer: rd.opt()?.map(PeerName::from),
-        fallback_peers: None,
-        target_peers: None,
-        services: None,
-        rate_limit: None,
-        connection_id: rd.opt()?.map(ConnectionId::from),
-        matched_by: rd.opt()?.map(Arc::from),
-        decided_by: rd.opt()?.map(Arc::from),
-        reason: Arc::from(rd.str()?),
-        would_deny: Vec::new(),
-        annotations: BTreeMap::new(),
-        trace: None,
+        target_peer,
+        connection_id,
+        matched_by,
+        decided_by,
+        ..Response::new(decision, reason)
     };
     if flags & MORE == 0 {
         return Some(LogEntry {

@@ -26,16 +26,7 @@ fn size_of(event: &Event, r: &Response) -> usize {
 
 /// Records `event` decided as `r` at time `t`, with nothing else to report.
 fn record(monitor: &Monitor, event: &Event, r: &Response, t: u64) {
-    let outcome = Outcome {
-        event,
-        response: r,
-        agent_nanos: &[],
-        failures: &[],
-        chain_nanos: None,
-        closed: None,
-        now: Time(t),
-    };
-    monitor.record(&outcome, Time(t));
+    monitor.record(&Outcome::new(event, r, Time(t)), Time(t));
 }
 
 fn allow() -> Response {

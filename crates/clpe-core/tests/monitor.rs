@@ -211,16 +211,7 @@ fn logged(r: &clpe_core::Response) -> clpe_core::Response {
 }
 
 fn record(monitor: &clpe_core::monitor::Monitor, event: &Event, r: &clpe_core::Response, t: u64) {
-    let outcome = clpe_core::Outcome {
-        event,
-        response: r,
-        agent_nanos: &[],
-        failures: &[],
-        chain_nanos: None,
-        closed: None,
-        now: Time(t),
-    };
-    monitor.record(&outcome, Time(t));
+    monitor.record(&clpe_core::Outcome::new(event, r, Time(t)), Time(t));
 }
 
 #[test]
