@@ -390,7 +390,8 @@ impl Engine {
     /// The snapshot in force. A thread keeps the snapshot it used last, per engine, and
     /// uses it again while `published` has not moved: one read of a counter that is only
     /// written when a batch is applied, and a count only this thread keeps, where
-    /// loading from the `ArcSwap` writes to shared lines twice per decision. The price: a
+    /// loading from the `ArcSwap` takes and pays back a debt slot: two atomic
+    /// read-modify-writes per decision. The price: a
     /// thread holds its last snapshot until its next decision on that engine (or until
     /// other engines took its place in the thread's cache).
     fn current(&self) -> Rc<Cached> {
