@@ -547,8 +547,13 @@ impl Engine {
                 }
                 Ok(Verdict::Deny { reason, matched_by }) => {
                     cx.decision = Some(Decision::Deny);
-                    denial = Some((reason.clone(), matched_by, link.agent_name.clone()));
-                    ("deny", Some(reason))
+                    // The trace's copy only when there is a trace; the agent's name as
+                    // this thread's copy (threads denying at once would otherwise all
+                    // write the one shared count).
+                    let detail = trace.as_ref().map(|_| reason.clone());
+                    let agent = thread_local_name(&link.agent_name);
+                    denial = Some((reason, matched_by, agent));
+                    ("deny", detail)
                 }
                 Err(e) => {
                     failures.push(link.agent_name.clone());
@@ -773,28 +778,34 @@ struct Tally {
 /// A copy of a shared text (an agent's name, the default deny's words) owned by this
 /// thread: responses carry texts whose reference counts only this thread touches, so
 /// threads deciding at once do not fight over one counter. Only for the few texts many
-/// decisions share: the cache holds 64. It keeps each original alive, so an address it
-/// holds cannot be reused for another text.
+/// decisions share: the cache holds 64, two for each of 32 sets picked by the text's
+/// address (the newer first), so finding one is two comparisons. It keeps each original
+/// alive, so an address it holds cannot be reused for another text.
 pub(crate) fn thread_local_name(name: &Arc<str>) -> Arc<str> {
+    type Set = [Option<(Arc<str>, Arc<str>)>; 2];
     thread_local! {
-        static NAMES: std::cell::RefCell<Vec<(Arc<str>, Arc<str>)>> = const { std::cell::RefCell::new(Vec::new()) };
+        static NAMES: RefCell<[Set; NAME_SETS]> = const { RefCell::new([const { [None, None] }; NAME_SETS]) };
     }
-    NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if let Some((_, local)) = names
-            .iter()
-            .find(|(original, _)| Arc::ptr_eq(original, name))
-        {
-            return local.clone();
-        }
-        if names.len() >= 64 {
-            names.clear();
+    let address = Arc::as_ptr(name).cast::<u8>() as usize;
+    let set = (address >> 4 ^ address >> 10) % NAME_SETS;
+    let local = NAMES.try_with(|names| {
+        let mut names = names.try_borrow_mut().ok()?;
+        let set = names.get_mut(set)?;
+        for (original, local) in set.iter().flatten() {
+            if Arc::ptr_eq(original, name) {
+                return Some(local.clone());
+            }
         }
         let local: Arc<str> = Arc::from(&**name);
-        names.push((name.clone(), local.clone()));
-        local
-    })
+        let [newer, older] = set;
+        *older = newer.replace((name.clone(), local.clone()));
+        Some(local)
+    });
+    // Only while the thread's storage is torn down: the shared text itself.
+    local.ok().flatten().unwrap_or_else(|| name.clone())
 }
+
+const NAME_SETS: usize = 32;
 
 /// Engines made so far: each takes the next number.
 static ENGINES: AtomicU64 = AtomicU64::new(0);

@@ -505,6 +505,32 @@ fn id_hash(id: &str) -> u64 {
 
 /// A number in lowercase hex as [`Connections::id_text`] writes it (no sign, no leading
 /// zero, at most 16 digits): one text per number, so one id per record.
+/// `n` in lower-case hex: (how many digits it takes, at least one; 16 bytes, those
+/// digits first, then zeros). Each nibble is spread to a byte and turned into its digit in
+/// one pass over the word, with no loop and no table.
+fn hex(n: u64) -> (usize, [u8; 16]) {
+    fn digits(half: u32) -> u64 {
+        let x = u64::from(half);
+        let x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+        let x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+        let x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+        // Nibbles of 10 and more carry into bit 4 when 6 is added: those are letters,
+        // `'a' - '0' - 10` = 39 further on.
+        let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        x + 0x3030_3030_3030_3030 + letters * 39
+    }
+    let count = (64 - n.leading_zeros() as usize).div_ceil(4).max(1);
+    // Ids below 2^32 (most) spread one half.
+    let high = match n >> 32 {
+        0 => 0,
+        high => digits(high as u32),
+    };
+    let all = u128::from(high) << 64 | u128::from(digits(n as u32));
+    // The leading zeros shifted out, the digits to the front (big-endian: the first
+    // digit is the highest byte).
+    (count, (all << (8 * (16 - count))).to_be_bytes())
+}
+
 fn canonical_hex(digits: &[u8]) -> Option<u64> {
     let canonical = matches!(digits, [b'0'] | [b'1'..=b'9' | b'a'..=b'f', ..])
         && digits.len() <= 16
@@ -726,29 +752,31 @@ impl Connections {
     /// `clpe-<tag>-<serial>-<place>`, without the formatting machinery (this runs on
     /// most admissions).
     fn id_text(&self, serial: u64, place: u64) -> ConnectionId {
-        let mut text = [0u8; PREFIX + 2 * 16 + 1];
-        let mut len = PREFIX;
+        // Room for a whole 16-digit group past the last digit: each group is written
+        // whole, its digits first, and the next write covers what follows them.
+        let mut text = [0u8; PREFIX + 2 * 16 + 1 + 16];
         if let Some(prefix) = text.first_chunk_mut::<PREFIX>() {
             *prefix = self.prefix;
         }
-        for (i, n) in [serial, place].into_iter().enumerate() {
-            if i > 0
-                && let Some(dash) = text.get_mut(len)
-            {
-                *dash = b'-';
-                len += 1;
-            }
-            let digits = (n.checked_ilog2().unwrap_or(0) / 4 + 1) as usize;
-            if let Some(out) = text.get_mut(len..len + digits) {
-                for (k, d) in out.iter_mut().rev().enumerate() {
-                    *d = b"0123456789abcdef"
-                        .get(((n >> (4 * k)) & 0xf) as usize)
-                        .copied()
-                        .unwrap_or(b'0');
-                }
-            }
-            len += digits;
+        let (count, digits) = hex(serial);
+        if let Some(out) = text
+            .get_mut(PREFIX..)
+            .and_then(|t| t.first_chunk_mut::<16>())
+        {
+            *out = digits;
         }
+        let mut len = PREFIX + count;
+        if let Some(dash) = text.get_mut(len) {
+            *dash = b'-';
+        }
+        let (count, digits) = hex(place);
+        if let Some(out) = text
+            .get_mut(len + 1..)
+            .and_then(|t| t.first_chunk_mut::<16>())
+        {
+            *out = digits;
+        }
+        len += 1 + count;
         let text = text.get(..len).unwrap_or_default();
         ConnectionId::new(std::str::from_utf8(text).unwrap_or_default())
     }

@@ -312,3 +312,32 @@ fn an_id_made_is_never_one_an_event_holds() {
     assert!(conns.close(guessed.as_str()).is_some());
     assert_eq!(conns.open(), 0);
 }
+
+proptest::proptest! {
+    /// The digits `hex` writes are `format!`'s, and `canonical_hex` reads them back.
+    #[test]
+    fn hex_writes_what_format_does(n in proptest::prelude::any::<u64>(), shift in 0..64u32) {
+        for n in [n, n >> shift, u64::from(shift)] {
+            let (count, all) = hex(n);
+            let digits = &all[..count];
+            proptest::prop_assert!(all[count..].iter().all(|b| *b == 0));
+            proptest::prop_assert_eq!(std::str::from_utf8(digits).unwrap(), format!("{n:x}"));
+            proptest::prop_assert_eq!(canonical_hex(digits), Some(n));
+        }
+    }
+}
+
+#[test]
+fn hex_edges() {
+    for (n, text) in [
+        (0, "0"),
+        (9, "9"),
+        (10, "a"),
+        (15, "f"),
+        (16, "10"),
+        (u64::MAX, "ffffffffffffffff"),
+    ] {
+        let (count, all) = hex(n);
+        assert_eq!(std::str::from_utf8(&all[..count]).unwrap(), text);
+    }
+}
