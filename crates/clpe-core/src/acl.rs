@@ -7,6 +7,8 @@
 //! default deny. Dry-run policies live only in a shadow copy of the tables, consulted
 //! to report what they would have done.
 
+use hashbrown::HashTable;
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -54,7 +56,46 @@ impl AclIndex {
 #[derive(Debug, Default)]
 struct Tables {
     privileged: AclIndex,
-    by_namespace: FxHashMap<SmolStr, AclIndex>,
+    by_namespace: ByNamespace,
+}
+
+/// The regular policies' tables by namespace, names compared without a call to `memcmp`.
+#[derive(Default)]
+struct ByNamespace(HashTable<(SmolStr, AclIndex)>);
+
+fn namespace_hash(namespace: &str) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(namespace)
+}
+
+impl ByNamespace {
+    fn get(&self, namespace: &str) -> Option<&AclIndex> {
+        let eq = |(n, _): &(SmolStr, AclIndex)| crate::names::same(n, namespace);
+        self.0.find(namespace_hash(namespace), eq).map(|(_, t)| t)
+    }
+}
+
+impl FromIterator<(SmolStr, AclIndex)> for ByNamespace {
+    fn from_iter<I: IntoIterator<Item = (SmolStr, AclIndex)>>(tables: I) -> Self {
+        let mut by = HashTable::new();
+        for (namespace, t) in tables {
+            let hash = namespace_hash(&namespace);
+            match by.find_mut(hash, |(n, _): &(SmolStr, AclIndex)| *n == namespace) {
+                Some(slot) => slot.1 = t,
+                None => {
+                    by.insert_unique(hash, (namespace, t), |(n, _)| namespace_hash(n));
+                }
+            }
+        }
+        ByNamespace(by)
+    }
+}
+
+impl std::fmt::Debug for ByNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(n, t)| (n, t)))
+            .finish()
+    }
 }
 
 impl Tables {

@@ -127,7 +127,7 @@ impl Symbols {
         }
         self.pairs
             .find(value_hash(kid, value), |(k, v, _)| {
-                *k == kid && **v == *value
+                *k == kid && crate::names::same(v, value)
             })
             .map_or(NONE, |(_, _, pid)| *pid)
     }

@@ -105,7 +105,9 @@ pub struct Context<'s> {
     pub slots: Vec<SlotGuard>,
     /// The smallest `leaseSeconds` asked by a limit that holds this connection.
     pub lease: Option<u64>,
-    pub annotations: BTreeMap<String, String>,
+    /// What agents annotated the response with; `None` until one does (an empty map
+    /// would still cost its drop on every decision).
+    pub annotations: Option<BTreeMap<String, String>>,
     pub connection_id: Option<crate::names::ConnectionId>,
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     pub closed: Option<crate::limits::Connection>,

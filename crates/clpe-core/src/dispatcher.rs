@@ -496,7 +496,7 @@ impl Engine {
             rate_limit: None,
             slots: Vec::new(),
             lease: None,
-            annotations: Default::default(),
+            annotations: None,
             connection_id: match event {
                 Event::NewConnection(e) => e.connection_id.clone(),
                 _ => None,
@@ -690,8 +690,8 @@ impl Engine {
                 })
                 .collect();
         }
-        if !cx.annotations.is_empty() {
-            r.annotations = std::mem::take(&mut cx.annotations);
+        if let Some(annotations) = cx.annotations.take() {
+            r.annotations = annotations;
         }
         match cx.event {
             Event::NewConnection(e) => {

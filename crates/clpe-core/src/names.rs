@@ -124,6 +124,25 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     Ok(nanos as u64)
 }
 
+/// Whether two names are the same bytes. Names are short: two overlapping compares of a
+/// fixed size each, where `==` on slices calls `memcmp` (a call and a dispatch on length,
+/// several times per decision).
+#[inline]
+pub fn same(a: &str, b: &str) -> bool {
+    fn two<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+        a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len()
+        && match a.len() {
+            0..4 => a.iter().zip(b).all(|(x, y)| x == y),
+            4..8 => two::<4>(a, b),
+            8..16 => two::<8>(a, b),
+            16..=32 => two::<16>(a, b),
+            _ => a == b,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +157,23 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3 parsecs").is_err());
+    }
+
+    proptest::proptest! {
+        /// `same` is `==`, at every length the chunks split on, and for strings that
+        /// differ in one byte anywhere.
+        #[test]
+        fn same_is_equality(a in "[a-c]{0,40}", flip in 0usize..40, len in 0usize..40) {
+            let b = a.clone();
+            proptest::prop_assert!(same(&a, &b));
+            let mut c = a.clone().into_bytes();
+            if let Some(x) = c.get_mut(flip) {
+                *x = b'z';
+            }
+            let c = String::from_utf8(c).unwrap_or_default();
+            proptest::prop_assert_eq!(same(&a, &c), a == c);
+            let d = a.get(..len.min(a.len())).unwrap_or_default();
+            proptest::prop_assert_eq!(same(&a, d), a == d);
+        }
     }
 }

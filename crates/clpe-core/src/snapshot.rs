@@ -89,10 +89,11 @@ impl ExportEntry {
     /// starts with the one, then the slash, and ends with the other.
     fn is(&self, namespace: &str, name: &str) -> bool {
         let r = self.reference.as_bytes();
-        r.len() == namespace.len() + 1 + name.len()
-            && r.get(namespace.len()) == Some(&b'/')
-            && r.starts_with(namespace.as_bytes())
-            && r.ends_with(name.as_bytes())
+        let (ns, slash, rest) = (namespace.len(), namespace.len() + 1, name.len());
+        r.len() == slash + rest
+            && r.get(ns) == Some(&b'/')
+            && (self.reference.get(..ns)).is_some_and(|n| crate::names::same(n, namespace))
+            && (self.reference.get(slash..)).is_some_and(|n| crate::names::same(n, name))
     }
 }
 

@@ -177,7 +177,7 @@ pub(crate) fn apply(
         prefer(cx, r);
     }
     for (k, v) in r.annotations.iter() {
-        cx.annotations.insert(k.to_owned(), v.to_owned());
+        (cx.annotations.get_or_insert_default()).insert(k.to_owned(), v.to_owned());
     }
     let matched_by = r.matched_by.map(Arc::from);
     Ok(match r.verdict {

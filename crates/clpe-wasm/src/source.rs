@@ -138,7 +138,7 @@ impl InputSource for Source<'_, '_> {
     }
 
     fn annotations(&self, out: &mut MapWriter<'_, '_>) {
-        for (k, v) in &self.cx.annotations {
+        for (k, v) in self.cx.annotations.iter().flatten() {
             out.entry(k, v);
         }
     }
