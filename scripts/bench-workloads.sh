@@ -12,7 +12,7 @@ out=docs/perf/results.jsonl
 for n in 100 1000 10000 100000; do
   for _ in $(seq "$runs"); do
     line=$(target/release/clpe bench --json --policies "$bench/acl-$n/policies.yaml" \
-      --events "$bench/acl-$n/events.jsonl" --expected "$bench/acl-$n/expected.txt" --repeat 10)
+      --events "$bench/acl-$n/events.jsonl" --expected "$bench/acl-$n/expected.txt" --repeat 10 --floor)
     echo "{\"workload\":\"acl-$n\",\"policies\":$n,${line#\{}" >> "$out"
   done
 done

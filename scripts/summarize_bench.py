@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Summarizes docs/perf/results.jsonl (written by scripts/bench-workloads.sh): per workload
-and thread count, the median and fastest of the runs; for chain-10000, the 2-thread
+and thread count, the median and fastest of the runs; for the acl workloads, the floor
+timed in the same runs (`clpe bench --floor`) and the ratio to it; for chain-10000, the 2-thread
 speed-up of each side-by-side pair (1 thread, then 2) and their median.
 
     python3 scripts/summarize_bench.py docs/perf/results.jsonl
@@ -30,6 +31,16 @@ def main(path):
             f"{med(lambda r: r['decisions_per_second']):11.0f}  {med(lambda r: r['apply_ms']):8.1f}  "
             f"{med(lambda r: r['memory_bytes']) / 1048576:9.1f}  {sum(r['mismatches'] for r in rs):10}"
         )
+    floors = defaultdict(list)
+    for (_, workload, _), rs in runs.items():
+        floors[workload] += [r for r in rs if "floor_ns" in r]
+    for workload, rs in sorted(floors.items(), key=lambda x: x[1][0]["policies"] if x[1] else 0):
+        if rs:
+            print(
+                f"{workload:15} floor in the same runs: {statistics.median(r['floor_ns'] for r in rs):.0f} ns; "
+                f"p50 / floor per run: {', '.join(f'{r['floor_ratio']:.2f}' for r in rs)}; "
+                f"median {statistics.median(r['floor_ratio'] for r in rs):.2f}"
+            )
     pairs = [
         (a, b)
         for a, b in zip(chain, chain[1:])

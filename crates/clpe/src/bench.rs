@@ -44,6 +44,11 @@ pub struct Args {
     /// out of the cache), not read again just before, as a just-parsed event would be.
     #[arg(long)]
     cold_events: bool,
+    /// Also time the anchors' floor (names interned to integers, hash-set probes) on the
+    /// same events, just before and just after the engine, and report the median's ratio
+    /// to it: one run, one machine. Access-policy workloads of the anchors' shape only.
+    #[arg(long)]
+    floor: bool,
 }
 
 #[derive(Serialize)]
@@ -71,6 +76,15 @@ struct Report {
     /// Batches applied while deciding (with `--churn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     churn_batches: Option<u64>,
+    /// With `--floor`: the floor's nanoseconds per decision (the mean of its runs before
+    /// and after the engine's), the median latency over it, and the events on which it
+    /// decided otherwise than the engine (0, or one of the two is wrong).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_ns: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    floor_mismatches: Option<usize>,
 }
 
 /// Resident memory from /proc (bytes); 0 where there is no /proc.
@@ -177,6 +191,15 @@ pub fn run(args: Args) -> Result<Exit> {
         }
     };
     let n_docs = docs.len();
+    let floor = match args.floor {
+        true => {
+            let floor =
+                crate::floor::Floor::new(&docs).map_err(|e| anyhow::anyhow!("--floor: {e}"))?;
+            let events = (floor.events(&events)).map_err(|e| anyhow::anyhow!("--floor: {e}"))?;
+            Some((floor, events))
+        }
+        false => None,
+    };
     if let Err(e) = engine.apply(docs) {
         eprintln!("invalid: {e}");
         return Ok(Exit::Failed);
@@ -194,6 +217,7 @@ pub fn run(args: Args) -> Result<Exit> {
     let timer_ns = timer_overhead();
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
+    let floor_before = floor.as_ref().map(|(f, e)| f.time(e, args.repeat));
     let started = Instant::now();
     let expected_of = |i: usize| -> Option<&str> {
         let exp = expected.as_ref()?;
@@ -248,6 +272,7 @@ pub fn run(args: Args) -> Result<Exit> {
         out
     });
     let wall = started.elapsed().as_secs_f64();
+    let floor_after = floor.as_ref().map(|(f, e)| f.time(e, args.repeat));
     let mut all: Vec<Kept> = results.into_iter().flatten().collect();
     all.sort_by_key(|k| k.index);
     let mut lat: Vec<u64> = all.iter().map(|k| k.nanos).collect();
@@ -282,11 +307,18 @@ pub fn run(args: Args) -> Result<Exit> {
         eprintln!("{} expected lines for {} events", exp.len(), events.len());
         mismatches += exp.len().abs_diff(events.len());
     }
+    let floor_ns = floor_before.zip(floor_after).map(|(a, b)| (a + b) / 2.0);
+    let floor_mismatches = floor.as_ref().map(|(f, fe)| {
+        (all.iter())
+            .filter(|k| fe.get(k.index % fe.len()).map(|e| f.decide(e)) != Some(k.decision))
+            .count()
+    });
+    let p50 = pct(0.5);
     let report = Report {
         events: all.len(),
         decisions_per_second: all.len() as f64 / wall.max(1e-9),
         latency_ns: Latency {
-            p50: pct(0.5),
+            p50,
             p90: pct(0.9),
             p99: pct(0.99),
             max: lat.last().copied().unwrap_or(0),
@@ -301,6 +333,9 @@ pub fn run(args: Args) -> Result<Exit> {
         churn_batches: args
             .churn
             .then(|| churned.load(std::sync::atomic::Ordering::Relaxed)),
+        floor_ns,
+        floor_ratio: floor_ns.map(|f| p50 as f64 / f.max(1e-9)),
+        floor_mismatches,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -335,15 +370,23 @@ pub fn run(args: Args) -> Result<Exit> {
         if let Some(n) = report.churn_batches {
             println!("churn           {n} batches applied while deciding");
         }
+        if let (Some(f), Some(r), Some(m)) =
+            (report.floor_ns, report.floor_ratio, report.floor_mismatches)
+        {
+            println!("floor           {f:.1} ns/decision (before and after); p50 is {r:.2}x it");
+            println!("                {m} events decided otherwise by the floor");
+        }
     }
     if args.metrics {
         print!("{}", engine.metrics());
     }
-    Ok(if report.mismatches == 0 {
-        Exit::Ok
-    } else {
-        Exit::Failed
-    })
+    Ok(
+        if report.mismatches == 0 && report.floor_mismatches.unwrap_or(0) == 0 {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        },
+    )
 }
 
 /// Applies, then deletes, one access policy at a time until `done`: updates that every

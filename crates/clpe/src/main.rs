@@ -20,6 +20,7 @@ mod client;
 mod decide;
 mod delete;
 mod files;
+mod floor;
 mod get;
 mod loadgen;
 mod serve;
