@@ -404,3 +404,42 @@ impl Agent for Acl {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn namespaces_find_their_own_tables_and_the_last_of_a_name_wins() {
+        let table = |n: usize| AclIndex {
+            index: MatchIndex::default(),
+            rules: (0..n)
+                .map(|i| AclRule {
+                    action: Action::Allow,
+                    matched_by: format!("r{i}").into(),
+                    privileged: false,
+                    reason: "".into(),
+                })
+                .collect(),
+        };
+        let names = [
+            "default",
+            "ns-1",
+            "a-much-longer-namespace-name-than-32-bytes",
+            "",
+            "ns-2",
+        ];
+        let by: ByNamespace = (names.iter().enumerate())
+            .map(|(i, n)| (SmolStr::new(n), table(i + 1)))
+            .chain([(SmolStr::new("ns-2"), table(9))])
+            .collect();
+        for (i, n) in names.iter().enumerate().take(4) {
+            assert_eq!(by.get(n).unwrap().rules.len(), i + 1, "{n}");
+        }
+        assert_eq!(by.get("ns-2").unwrap().rules.len(), 9);
+        for absent in ["ns-3", "default ", "Default", "ns-", "ns-22"] {
+            assert!(by.get(absent).is_none(), "{absent}");
+        }
+    }
+}

@@ -778,34 +778,44 @@ struct Tally {
 /// A copy of a shared text (an agent's name, the default deny's words) owned by this
 /// thread: responses carry texts whose reference counts only this thread touches, so
 /// threads deciding at once do not fight over one counter. Only for the few texts many
-/// decisions share: the cache holds 64, two for each of 32 sets picked by the text's
-/// address (the newer first), so finding one is two comparisons. It keeps each original
-/// alive, so an address it holds cannot be reused for another text.
+/// decisions share: the cache holds 64, in 16 sets of 4 picked by the text's address, a
+/// text moving up its set each time it is found: finding a hot text takes a comparison or
+/// two, and a handful of hot texts do not evict each other. It keeps each original alive, so an address it
+/// holds cannot be reused for another text.
 pub(crate) fn thread_local_name(name: &Arc<str>) -> Arc<str> {
-    type Set = [Option<(Arc<str>, Arc<str>)>; 2];
+    type Set = [Option<(Arc<str>, Arc<str>)>; NAME_WAYS];
     thread_local! {
-        static NAMES: RefCell<[Set; NAME_SETS]> = const { RefCell::new([const { [None, None] }; NAME_SETS]) };
+        static NAMES: RefCell<[Set; NAME_SETS]> = const { RefCell::new([const { [None, None, None, None] }; NAME_SETS]) };
     }
     let address = Arc::as_ptr(name).cast::<u8>() as usize;
     let set = (address >> 4 ^ address >> 10) % NAME_SETS;
     let local = NAMES.try_with(|names| {
         let mut names = names.try_borrow_mut().ok()?;
         let set = names.get_mut(set)?;
-        for (original, local) in set.iter().flatten() {
-            if Arc::ptr_eq(original, name) {
-                return Some(local.clone());
+        // Found: moved one place up, so the texts asked for most stay in front. Not
+        // found: made and put in front, the others moved down, the last given up.
+        for at in 0..NAME_WAYS {
+            if let Some(Some((original, local))) = set.get(at)
+                && Arc::ptr_eq(original, name)
+            {
+                let local = local.clone();
+                if at > 0 {
+                    set.swap(at - 1, at);
+                }
+                return Some(local);
             }
         }
         let local: Arc<str> = Arc::from(&**name);
-        let [newer, older] = set;
-        *older = newer.replace((name.clone(), local.clone()));
+        set.rotate_right(1);
+        *set.first_mut()? = Some((name.clone(), local.clone()));
         Some(local)
     });
     // Only while the thread's storage is torn down: the shared text itself.
     local.ok().flatten().unwrap_or_else(|| name.clone())
 }
 
-const NAME_SETS: usize = 32;
+const NAME_SETS: usize = 16;
+const NAME_WAYS: usize = 4;
 
 /// Engines made so far: each takes the next number.
 static ENGINES: AtomicU64 = AtomicU64::new(0);
@@ -896,4 +906,57 @@ fn unresolved(event: &Event, reason: String) -> Response {
         _ => {}
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_thread_gets_its_own_copy_of_a_shared_text_and_keeps_reusing_it() {
+        let texts: Vec<Arc<str>> = (0..40).map(|i| Arc::from(format!("text {i}"))).collect();
+        let first: Vec<Arc<str>> = texts.iter().map(thread_local_name).collect();
+        for (t, c) in texts.iter().zip(&first) {
+            assert_eq!(**t, **c);
+            assert!(!Arc::ptr_eq(t, c), "a copy, not the shared text");
+        }
+        // The most recent ones are still held (4 a set, most recent first): asking again
+        // gives the same copy, from another thread a different one.
+        let last = texts.last().unwrap();
+        assert!(Arc::ptr_eq(&thread_local_name(last), first.last().unwrap()));
+        let elsewhere = std::thread::scope(|s| s.spawn(|| thread_local_name(last)).join().unwrap());
+        assert!(!Arc::ptr_eq(&elsewhere, first.last().unwrap()));
+        assert_eq!(*elsewhere, **last);
+        // A few hot texts asked for in turn stay cached, even all in one set: no new
+        // copy once made.
+        let hot = &texts[..4];
+        let made: Vec<Arc<str>> = hot.iter().map(thread_local_name).collect();
+        for _ in 0..10 {
+            for (t, m) in hot.iter().zip(&made) {
+                assert!(Arc::ptr_eq(&thread_local_name(t), m));
+            }
+        }
+        // Four texts of one set, each new one made right after the last: all four stay.
+        let set_of = |t: &Arc<str>| {
+            let a = Arc::as_ptr(t).cast::<u8>() as usize;
+            (a >> 4 ^ a >> 10) % NAME_SETS
+        };
+        let many: Vec<Arc<str>> = (0..2000)
+            .map(|i| Arc::from(format!("same set {i}")))
+            .collect();
+        let target = set_of(&many[0]);
+        let same: Vec<&Arc<str>> = many
+            .iter()
+            .filter(|t| set_of(t) == target)
+            .take(4)
+            .collect();
+        assert_eq!(same.len(), 4);
+        let made: Vec<Arc<str>> = same.iter().map(|t| thread_local_name(t)).collect();
+        for _ in 0..10 {
+            for (t, m) in same.iter().zip(&made) {
+                assert!(Arc::ptr_eq(&thread_local_name(t), m));
+            }
+        }
+    }
 }

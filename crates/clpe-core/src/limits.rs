@@ -503,8 +503,6 @@ fn id_hash(id: &str) -> u64 {
     FxBuildHasher.hash_one(id)
 }
 
-/// A number in lowercase hex as [`Connections::id_text`] writes it (no sign, no leading
-/// zero, at most 16 digits): one text per number, so one id per record.
 /// `n` in lower-case hex: (how many digits it takes, at least one; 16 bytes, those
 /// digits first, then zeros). Each nibble is spread to a byte and turned into its digit in
 /// one pass over the word, with no loop and no table.
@@ -531,6 +529,8 @@ fn hex(n: u64) -> (usize, [u8; 16]) {
     (count, (all << (8 * (16 - count))).to_be_bytes())
 }
 
+/// A number in lowercase hex as [`Connections::id_text`] writes it (no sign, no leading
+/// zero, at most 16 digits): one text per number, so one id per record.
 fn canonical_hex(digits: &[u8]) -> Option<u64> {
     let canonical = matches!(digits, [b'0'] | [b'1'..=b'9' | b'a'..=b'f', ..])
         && digits.len() <= 16
@@ -752,9 +752,9 @@ impl Connections {
     /// `clpe-<tag>-<serial>-<place>`, without the formatting machinery (this runs on
     /// most admissions).
     fn id_text(&self, serial: u64, place: u64) -> ConnectionId {
-        // Room for a whole 16-digit group past the last digit: each group is written
-        // whole, its digits first, and the next write covers what follows them.
-        let mut text = [0u8; PREFIX + 2 * 16 + 1 + 16];
+        // Each group of digits is written whole (16 bytes, its digits first): the dash or
+        // the end comes right after the digits, the next write covers what follows them.
+        let mut text = [0u8; PREFIX + 2 * 16 + 1];
         if let Some(prefix) = text.first_chunk_mut::<PREFIX>() {
             *prefix = self.prefix;
         }

@@ -2,13 +2,11 @@
 //! tracks bytes of closed connections, keeps a bounded decision log, renders it all as
 //! Prometheus text.
 //!
-//! Counters and the log live in per-thread shards (a thread always uses the same shard),
-//! so two threads deciding at once never wait on each other. A shard is two slots, each
-//! its counters and a ring of bytes (entries encoded back to back, decoded only when
-//! someone reads the log) under one lock: a decision takes the first slot with
-//! `try_lock`, and the second when a reader (or a thread sharing the shard) holds the
-//! first. Readers take one slot at a time, so a decision does not wait for them. An entry
-//! larger than the log's bound (see [`LIMIT_PER_ENTRY`]) is dropped and counted.
+//! Counters live in per-thread shards (a thread always uses the same shard), so two
+//! threads deciding at once never wait on each other. The log is a ring of bytes per
+//! shard, entries encoded back to back and decoded only when someone reads the log; it
+//! is taken with `try_lock`, and an entry that would have to wait is dropped and counted
+//! (as is one larger than the log's bound, see [`LIMIT_PER_ENTRY`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -286,13 +284,6 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
     }
 }
 
-/// A slot: counters and the log ring, taken together with one lock.
-#[derive(Default)]
-struct Slot {
-    counts: Shard,
-    ring: Ring,
-}
-
 #[derive(Default)]
 struct Shard {
     events: [u64; 4],
@@ -381,9 +372,9 @@ pub struct LogEntry {
 }
 
 pub struct Monitor {
-    /// Two per shard: the threads of shard `i` use slot `2 i`, or `2 i + 1` when that one
-    /// is held.
-    slots: Box<[Padded<Mutex<Slot>>]>,
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    /// Per shard: the most recent decisions of the threads that use it.
+    logs: Box<[Padded<Mutex<Ring>>]>,
     log_capacity: usize,
     /// The bound on each ring's buffer, in bytes (see [`LIMIT_PER_ENTRY`]).
     log_limit: usize,
@@ -397,7 +388,8 @@ fn my_shard() -> usize {
 impl Monitor {
     pub fn new(log_capacity: usize) -> Monitor {
         Monitor {
-            slots: (0..2 * SHARDS).map(|_| Padded::default()).collect(),
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            logs: (0..SHARDS).map(|_| Padded::default()).collect(),
             log_capacity,
             log_limit: log_limit(log_capacity),
             log_dropped: AtomicU64::new(0),
@@ -406,20 +398,22 @@ impl Monitor {
 
     /// Records a settled decision (called by the engine when the monitor observes).
     pub fn record(&self, outcome: &Outcome<'_>, now: Time) {
-        // One lock for the counters and the log. A reader holds at most one slot at a
-        // time, so when the first is held the second is free (or held only as long as a
-        // thread sharing the shard takes to record one decision).
-        let me = 2 * my_shard();
-        let held = self.slots.get(me).and_then(|s| s.try_lock());
-        let Some(mut slot) = held.or_else(|| self.slots.get(me + 1).map(|s| s.lock())) else {
-            return;
-        };
-        let slot = &mut *slot;
-        slot.counts.count(outcome);
+        let me = my_shard();
+        if let Some(shard) = self.shards.get(me) {
+            shard.lock().count(outcome);
+        }
         if self.log_capacity > 0 {
-            let (capacity, limit) = (self.log_capacity, self.log_limit);
-            let (event, response) = (outcome.event, outcome.response);
-            if !slot.ring.write(capacity, limit, now.0, event, response) {
+            // A reader copying the log holds it briefly: rather than wait, drop and count
+            // (as an entry too large for the log is).
+            let logged = self
+                .logs
+                .get(me)
+                .and_then(|l| l.try_lock())
+                .is_some_and(|mut ring| {
+                    let (capacity, limit) = (self.log_capacity, self.log_limit);
+                    ring.write(capacity, limit, now.0, outcome.event, outcome.response)
+                });
+            if !logged {
                 self.log_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -436,9 +430,8 @@ impl Monitor {
         // of all: copy those (bytes, under the lock), decode the chosen ones after.
         let mut bytes = Vec::new();
         let mut copies: Vec<(u64, u64, Range<usize>)> = Vec::new();
-        for slot in self.slots.iter() {
-            let slot = slot.lock();
-            let ring = &slot.ring;
+        for log in self.logs.iter() {
+            let ring = log.lock();
             let mut order: Vec<(u64, u64, &[u8])> = ring.iter().collect();
             order.sort_by_key(|&(seq, time, _)| (time, seq));
             let skip = order.len().saturating_sub(keep);
@@ -459,23 +452,22 @@ impl Monitor {
     }
 
     fn log_len(&self) -> usize {
-        self.slots
+        self.logs
             .iter()
-            .map(|s| s.lock().ring.held.len())
+            .map(|l| l.lock().held.len())
             .sum::<usize>()
             .min(self.log_capacity)
     }
 
-    /// Entries too large for the log.
+    /// Entries dropped rather than wait for a reader of the log, or too large for it.
     pub fn log_dropped(&self) -> u64 {
         self.log_dropped.load(Ordering::Relaxed)
     }
 
     fn merged(&self) -> Totals {
         let mut all = Totals::default();
-        for slot in self.slots.iter() {
-            let slot = slot.lock();
-            let s = &slot.counts;
+        for shard in self.shards.iter() {
+            let s = shard.lock();
             for (a, b) in all.events.iter_mut().zip(s.events.iter()) {
                 *a += b;
             }
@@ -634,7 +626,7 @@ impl Monitor {
             &mut out,
             "clpe_decision_log_dropped_total",
             "counter",
-            "Decision-log entries dropped: each too large for the log's bound.",
+            "Decision-log entries dropped rather than wait for the log, or too large for it.",
         );
         let _ = writeln!(
             out,

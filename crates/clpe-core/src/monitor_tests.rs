@@ -180,35 +180,6 @@ fn an_entry_larger_than_the_bound_is_dropped_and_counted() {
 }
 
 #[test]
-fn a_decision_takes_the_second_slot_while_a_reader_holds_the_first() {
-    let monitor = Monitor::new(10);
-    let r = allow();
-    record(&monitor, &event_of(10, 1), &r, 1);
-    {
-        // As a reader copying the log would: this thread's first slot held.
-        let _reading = monitor.slots[2 * my_shard()].lock();
-        record(&monitor, &event_of(10, 2), &r, 2);
-        record(&monitor, &event_of(10, 3), &r, 3);
-    }
-    record(&monitor, &event_of(10, 4), &r, 4);
-    assert_eq!(monitor.slots[2 * my_shard() + 1].lock().ring.held.len(), 2);
-    assert_eq!(monitor.log_dropped(), 0);
-    let times: Vec<u64> = monitor.decisions(10).iter().map(|e| e.time).collect();
-    assert_eq!(times, [1, 2, 3, 4]);
-    assert_eq!(monitor.decisions(10)[1].event, event_of(10, 2));
-    assert!(
-        monitor
-            .render(&Runtime::new(0, 60))
-            .contains("clpe_events_total{event=\"ExposeService\"} 4")
-    );
-    assert!(
-        monitor
-            .render(&Runtime::new(0, 60))
-            .contains("clpe_decision_log_entries 4")
-    );
-}
-
-#[test]
 fn threads_log_apart_and_the_latest_are_merged_by_time() {
     let monitor = Monitor::new(100);
     let r = allow();
