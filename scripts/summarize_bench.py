@@ -38,7 +38,7 @@ def main(path):
         if rs:
             print(
                 f"{workload:15} floor in the same runs: {statistics.median(r['floor_ns'] for r in rs):.0f} ns; "
-                f"p50 / floor per run: {', '.join(f'{r['floor_ratio']:.2f}' for r in rs)}; "
+                f"p50 / floor per run: {', '.join('%.2f' % r['floor_ratio'] for r in rs)}; "
                 f"median {statistics.median(r['floor_ratio'] for r in rs):.2f}"
             )
     pairs = [
