@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plots latency per decision against the number of policies, log-log, as an SVG:
-clpe (median of the runs in results.jsonl) next to the anchors (Cedar, Rego, floor).
+clpe (median of the runs in results.jsonl) next to the anchors (Cedar, Rego, floor) and
+the floor `clpe bench --floor` timed in the same runs.
 
 usage: plot_latency.py ANCHORS.tsv RESULTS.jsonl OUT.svg   (standard library only)"""
 import json
@@ -20,12 +21,17 @@ def load(anchors_path, results_path):
             continue
         series[parts[1]][int(parts[0])] = float(parts[2])
     runs = defaultdict(list)
+    floors = defaultdict(list)
     for line in open(results_path):
         r = json.loads(line)
         if r["workload"].startswith("acl-"):
             runs[r["policies"]].append(r["latency_ns"]["p50"])
+            if "floor_ns" in r:
+                floors[r["policies"]].append(r["floor_ns"])
     for n, values in runs.items():
         series["clpe (p50)"][n] = statistics.median(values)
+    for n, values in floors.items():
+        series["floor, same runs"][n] = statistics.median(values)
     return series
 
 
@@ -42,7 +48,7 @@ def svg(series, out):
     def py(v):
         return top + (y1 - math.log10(v)) / max(y1 - y0, 1e-9) * (height - top - bottom)
 
-    colors = {"clpe (p50)": "#d62728", "floor": "#7f7f7f", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
+    colors = {"clpe (p50)": "#d62728", "floor": "#7f7f7f", "floor, same runs": "#bcbd22", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<text x="{left}" y="18" font-size="14">Latency per ACL decision vs number of policies (log-log)</text>']
