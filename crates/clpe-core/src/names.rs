@@ -129,10 +129,15 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 /// several times per decision).
 #[inline]
 pub fn same(a: &str, b: &str) -> bool {
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same`] on bytes.
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     fn two<const N: usize>(a: &[u8], b: &[u8]) -> bool {
         a.first_chunk::<N>() == b.first_chunk::<N>() && a.last_chunk::<N>() == b.last_chunk::<N>()
     }
-    let (a, b) = (a.as_bytes(), b.as_bytes());
     a.len() == b.len()
         && match a.len() {
             0..4 => a.iter().zip(b).all(|(x, y)| x == y),

@@ -89,11 +89,12 @@ impl ExportEntry {
     /// starts with the one, then the slash, and ends with the other.
     fn is(&self, namespace: &str, name: &str) -> bool {
         let r = self.reference.as_bytes();
-        let (ns, slash, rest) = (namespace.len(), namespace.len() + 1, name.len());
-        r.len() == slash + rest
+        let (ns, slash) = (namespace.len(), namespace.len() + 1);
+        let same = crate::names::same_bytes;
+        r.len() == slash + name.len()
             && r.get(ns) == Some(&b'/')
-            && (self.reference.get(..ns)).is_some_and(|n| crate::names::same(n, namespace))
-            && (self.reference.get(slash..)).is_some_and(|n| crate::names::same(n, name))
+            && r.get(..ns).is_some_and(|n| same(n, namespace.as_bytes()))
+            && r.get(slash..).is_some_and(|n| same(n, name.as_bytes()))
     }
 }
 
