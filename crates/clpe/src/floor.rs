@@ -5,9 +5,14 @@
 //! the two comes from one run on one machine (whose speed drifts from minute to minute).
 //!
 //! Only workloads of the anchors' shape are understood: regular access policies in one
-//! namespace, not dry-run, each side one selector of `matchLabels` over the client's
-//! service, the peer's name and the export's name; ingress `NewConnection` events with
-//! no attributes of their own. For anything else the floor says what it cannot express.
+//! namespace, not dry-run, each side one selector of `matchLabels`, the source's over
+//! the client's service and the peer's name, the destination's over the export's name;
+//! ingress `NewConnection` events with no attributes of their own. For anything else the
+//! floor says what it cannot express. A policy applied twice in the batch counts once,
+//! the last, as the engine keeps it.
+//!
+//! Its figure is a mean: one timed loop over all the events, as anchors.tsv's floor is
+//! timed. The engine's is a median of decisions timed one by one.
 
 use std::time::Instant;
 
@@ -43,8 +48,9 @@ pub struct Floor {
 /// engine that receives strings must).
 pub struct FloorEvent {
     namespace: Option<Box<str>>,
-    service: Box<str>,
-    peer: Box<str>,
+    /// Absent: no selector on it matches, as the engine's attribute is then absent.
+    service: Option<Box<str>>,
+    peer: Option<Box<str>>,
     export: Box<str>,
 }
 
@@ -60,18 +66,23 @@ impl Floor {
             shapes: Vec::new(),
         };
         let mut exports = Vec::new();
+        // By name, the last of a name winning, as in the engine's batch.
+        let mut policies = FxHashMap::default();
         for doc in docs {
             match (&doc.key.kind, &doc.spec) {
                 (Kind::Peer, _) => {}
                 (Kind::Export, _) => exports.push(doc),
                 (Kind::AccessPolicy, Spec::Access(spec)) => {
                     floor.same_namespace(&doc.key.namespace)?;
-                    floor
-                        .add(spec)
-                        .map_err(|e| format!("{}: {e}", doc.key.reference()))?;
+                    policies.insert(doc.key.name.as_str(), (doc, spec));
                 }
                 (kind, _) => return Err(format!("{kind:?} documents are beyond the floor")),
             }
+        }
+        for (doc, spec) in policies.into_values() {
+            floor
+                .add(spec)
+                .map_err(|e| format!("{}: {e}", doc.key.reference()))?;
         }
         for doc in exports {
             if floor.namespace.as_deref() == Some(doc.key.namespace.as_str()) {
@@ -128,8 +139,11 @@ impl Floor {
         if spec.dry_run {
             return Err("a dry-run policy".into());
         }
-        let [service, peer, _] = self.side(&spec.from)?;
+        let [service, peer, from_export] = self.side(&spec.from)?;
         let [to_service, to_peer, export] = self.side(&spec.to)?;
+        if from_export != ANY {
+            return Err("a source selector on the export".into());
+        }
         if to_service != ANY || to_peer != ANY {
             return Err("a destination selector on the client or the peer".into());
         }
@@ -155,8 +169,8 @@ impl Floor {
                 {
                     Ok(FloorEvent {
                         namespace: c.dst_namespace.as_ref().map(|n| n.as_str().into()),
-                        service: c.src_service.as_ref().map_or("", |s| s.as_str()).into(),
-                        peer: c.src_peer.as_ref().map_or("", |p| p.as_str()).into(),
+                        service: c.src_service.as_ref().map(|s| s.as_str().into()),
+                        peer: c.src_peer.as_ref().map(|p| p.as_str().into()),
                         export: c.dst_service.as_str().into(),
                     })
                 }
@@ -165,18 +179,20 @@ impl Floor {
             .collect()
     }
 
-    fn id(&self, name: &str) -> u32 {
-        self.names.get(name).copied().unwrap_or(UNKNOWN)
+    fn id(&self, name: Option<&str>) -> u32 {
+        name.and_then(|n| self.names.get(n))
+            .copied()
+            .unwrap_or(UNKNOWN)
     }
 
     /// Deny overrides allow; no rule, no connection.
     pub fn decide(&self, e: &FloorEvent) -> Decision {
         let namespace = e.namespace.as_deref().unwrap_or("default");
-        let export = self.id(&e.export);
+        let export = self.id(Some(&e.export));
         if self.namespace.as_deref() != Some(namespace) || !self.exports.contains(&export) {
             return Decision::Deny;
         }
-        let (service, peer) = (self.id(&e.service), self.id(&e.peer));
+        let (service, peer) = (self.id(e.service.as_deref()), self.id(e.peer.as_deref()));
         let hit = |set: &FxHashSet<Key>| {
             self.shapes.iter().any(|&(s, p, x)| {
                 let pick = |yes: bool, id: u32| if yes { id } else { ANY };

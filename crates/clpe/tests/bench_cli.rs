@@ -208,3 +208,132 @@ fn the_floor_refuses_what_it_cannot_express_and_says_what() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes `extra` documents after the base workload's and runs `--floor` on them.
+fn floor_with(name: &str, extra: &str, events: &[&str], more: &[&str]) -> Output {
+    let d = dir(name);
+    let (p, e) = (d.join("p.yaml"), d.join("e.jsonl"));
+    std::fs::write(&p, format!("{POLICIES}---\n{extra}\n")).unwrap();
+    std::fs::write(&e, events.join("\n") + "\n").unwrap();
+    let (p, e) = (p.display().to_string(), e.display().to_string());
+    let mut args = vec!["--policies", &p, "--events", &e, "--floor", "--json"];
+    args.extend_from_slice(more);
+    bench(&args)
+}
+
+const INGRESS: &str = r#"{"type":"NewConnection","direction":"ingress","src_peer":"p1","src_service":"app","dst_service":"db"}"#;
+
+#[test]
+fn the_floor_refuses_every_shape_it_cannot_decide_as_the_engine_does() {
+    let cases = [
+        (
+            "from-export",
+            "{kind: AccessPolicy, metadata: {name: x, namespace: default}, spec: {action: allow, from: [{workloadSelector: {matchLabels: {export.clusterlink.net/name: db}}}], to: [{workloadSelector: {}}]}}",
+            "a source selector on the export",
+        ),
+        (
+            "to-client",
+            "{kind: AccessPolicy, metadata: {name: x, namespace: default}, spec: {action: allow, from: [{workloadSelector: {}}], to: [{workloadSelector: {matchLabels: {client.clusterlink.net/service: app}}}]}}",
+            "a destination selector on the client or the peer",
+        ),
+        (
+            "expressions",
+            "{kind: AccessPolicy, metadata: {name: x, namespace: default}, spec: {action: allow, from: [{workloadSelector: {matchExpressions: [{key: client.clusterlink.net/service, operator: Exists}]}}], to: [{workloadSelector: {}}]}}",
+            "a selector with matchExpressions",
+        ),
+        (
+            "two-selectors",
+            "{kind: AccessPolicy, metadata: {name: x, namespace: default}, spec: {action: allow, from: [{workloadSelector: {}}, {workloadSelector: {}}], to: [{workloadSelector: {}}]}}",
+            "a side that is not one selector",
+        ),
+        (
+            "dry-run",
+            "{kind: AccessPolicy, metadata: {name: x, namespace: default}, spec: {action: deny, dryRun: true, from: [{workloadSelector: {}}], to: [{workloadSelector: {}}]}}",
+            "a dry-run policy",
+        ),
+        (
+            "other-namespace",
+            "{kind: AccessPolicy, metadata: {name: x, namespace: other}, spec: {action: allow, from: [{workloadSelector: {}}], to: [{workloadSelector: {}}]}}",
+            "more than one namespace",
+        ),
+        (
+            "privileged",
+            "{kind: PrivilegedAccessPolicy, metadata: {name: x}, spec: {action: deny, from: [{workloadSelector: {}}], to: [{workloadSelector: {}}]}}",
+            "PrivilegedAccessPolicy documents are beyond the floor",
+        ),
+    ];
+    for (name, doc, says) in cases {
+        let out = floor_with(name, doc, &[INGRESS], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    let egress =
+        r#"{"type":"NewConnection","direction":"egress","src_service":"app","dst_service":"db"}"#;
+    let out = floor_with(
+        "egress",
+        "{kind: Peer, metadata: {name: p3}}",
+        &[egress],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an event other than an ingress"));
+    let out = floor_with(
+        "threads",
+        "{kind: Peer, metadata: {name: p3}}",
+        &[INGRESS],
+        &["--threads", "2"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not with --threads or --churn"));
+}
+
+#[test]
+fn the_floor_decides_as_the_engine_on_the_edges_it_accepts() {
+    // The last of two policies of one name is the one in force; a rule on an empty
+    // service matches no event without one; an unknown peer and a namespace with no such
+    // export are decided too.
+    let extra = "{kind: AccessPolicy, metadata: {name: twice, namespace: default}, spec: {action: deny, from: [{workloadSelector: {}}], to: [{workloadSelector: {matchLabels: {export.clusterlink.net/name: web}}}]}}
+---
+{kind: AccessPolicy, metadata: {name: twice, namespace: default}, spec: {action: allow, from: [{workloadSelector: {}}], to: [{workloadSelector: {matchLabels: {export.clusterlink.net/name: web}}}]}}
+---
+{kind: AccessPolicy, metadata: {name: empty-service, namespace: default}, spec: {action: allow, from: [{workloadSelector: {matchLabels: {client.clusterlink.net/service: \"\"}}}], to: [{workloadSelector: {matchLabels: {export.clusterlink.net/name: db}}}]}}";
+    let events = [
+        // Allowed by the second `twice` (the first, a deny, is replaced).
+        r#"{"type":"NewConnection","direction":"ingress","src_peer":"p1","src_service":"x","dst_service":"web"}"#,
+        // No service: `empty-service` does not match.
+        r#"{"type":"NewConnection","direction":"ingress","src_peer":"p1","dst_service":"db"}"#,
+        r#"{"type":"NewConnection","direction":"ingress","src_peer":"nobody","src_service":"x","dst_service":"cache"}"#,
+        r#"{"type":"NewConnection","direction":"ingress","src_peer":"p1","src_service":"app","dst_service":"db","dst_namespace":"other"}"#,
+        INGRESS,
+    ];
+    let expected = ["allow", "deny", "allow", "deny", "allow"];
+    let out = floor_with("edges", extra, &events, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out);
+    assert_eq!(r["floor_mismatches"], 0, "{r}");
+    // And both decided as written above (the engine with `--expected`).
+    let d = dir("edges-expected");
+    let x = d.join("x.txt");
+    std::fs::write(&x, expected.join("\n") + "\n").unwrap();
+    let base = std::env::temp_dir().join(format!("clpe-bench-{}-edges", std::process::id()));
+    let (p, e) = (base.join("p.yaml"), base.join("e.jsonl"));
+    let out = bench(&[
+        "--policies",
+        &p.display().to_string(),
+        "--events",
+        &e.display().to_string(),
+        "--expected",
+        &x.display().to_string(),
+        "--floor",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(r["floor_before_ns"].as_f64().unwrap() > 0.0);
+    assert!(r["floor_after_ns"].as_f64().unwrap() > 0.0);
+}
