@@ -26,6 +26,16 @@ use crate::snapshot::Docs;
 
 pub const DEFAULT_DENY: &str = "<default deny>";
 
+/// The default deny's name and sentence, made once for the process: every snapshot
+/// shares them, so the copies threads keep of them (see `thread_local_name`) outlive
+/// applies instead of being made again after each.
+static DEFAULT_TEXTS: std::sync::LazyLock<(Arc<str>, Arc<str>)> = std::sync::LazyLock::new(|| {
+    (
+        DEFAULT_DENY.into(),
+        "denied: no access policy allows it (default deny)".into(),
+    )
+});
+
 #[derive(Clone, Debug)]
 pub struct AclRule {
     pub action: Action,
@@ -199,8 +209,8 @@ impl AclTables {
         Ok(AclTables {
             enforced: tables(false),
             shadow: any_dry_run.then(|| tables(true)),
-            default_deny: DEFAULT_DENY.into(),
-            default_reason: "denied: no access policy allows it (default deny)".into(),
+            default_deny: DEFAULT_TEXTS.0.clone(),
+            default_reason: DEFAULT_TEXTS.1.clone(),
         })
     }
 
@@ -409,6 +419,36 @@ impl Agent for Acl {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_default_deny_texts_outlive_applies() {
+        let engine = crate::Engine::new(crate::EngineConfig::default());
+        let apply = |name: &str| {
+            let docs = crate::parse_documents(&format!(
+                "{{kind: Peer, metadata: {{name: p}}}}\n---\n{{kind: Export, metadata: {{name: {name}, namespace: default}}}}"
+            ))
+            .unwrap();
+            engine.apply(docs).unwrap();
+        };
+        let event = crate::Event::from_json(
+            r#"{"type":"NewConnection","direction":"ingress","src_peer":"p","dst_service":"db"}"#,
+        )
+        .unwrap();
+        let deny = || {
+            let r = engine
+                .decide(&event, crate::Time(1), Default::default())
+                .unwrap();
+            assert_eq!(r.decision, crate::Decision::Deny);
+            r.matched_by.unwrap()
+        };
+        apply("db");
+        let first = deny();
+        apply("web");
+        apply("db");
+        // The same text, so this thread's same copy of it, after two more snapshots.
+        assert!(Arc::ptr_eq(&first, &deny()));
+        assert_eq!(&*first, DEFAULT_DENY);
+    }
 
     #[test]
     fn namespaces_find_their_own_tables_and_the_last_of_a_name_wins() {
