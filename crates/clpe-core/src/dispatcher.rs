@@ -780,8 +780,8 @@ struct Tally {
 /// threads deciding at once do not fight over one counter. Only for the few texts many
 /// decisions share: the cache holds 64, in 16 sets of 4 picked by the text's address, a
 /// text moving up its set each time it is found: finding a hot text takes a comparison or
-/// two, and a handful of hot texts do not evict each other. It keeps each original alive, so an address it
-/// holds cannot be reused for another text.
+/// two, and a handful of hot texts do not evict each other. It keeps each original
+/// alive, so an address it holds cannot be reused for another text.
 pub(crate) fn thread_local_name(name: &Arc<str>) -> Arc<str> {
     type Set = [Option<(Arc<str>, Arc<str>)>; NAME_WAYS];
     thread_local! {
@@ -942,14 +942,13 @@ mod tests {
             }
         }
         // Four texts of one set, each new one made right after the last: all four stay.
-        let set_of = name_set;
         let many: Vec<Arc<str>> = (0..2000)
             .map(|i| Arc::from(format!("same set {i}")))
             .collect();
-        let target = set_of(&many[0]);
+        let target = name_set(&many[0]);
         let same: Vec<&Arc<str>> = many
             .iter()
-            .filter(|t| set_of(t) == target)
+            .filter(|t| name_set(t) == target)
             .take(4)
             .collect();
         assert_eq!(same.len(), 4);

@@ -758,25 +758,20 @@ impl Connections {
         if let Some(prefix) = text.first_chunk_mut::<PREFIX>() {
             *prefix = self.prefix;
         }
-        let (count, digits) = hex(serial);
-        if let Some(out) = text
-            .get_mut(PREFIX..)
-            .and_then(|t| t.first_chunk_mut::<16>())
-        {
-            *out = digits;
+        let mut len = PREFIX;
+        for (i, n) in [serial, place].into_iter().enumerate() {
+            if i > 0
+                && let Some(dash) = text.get_mut(len)
+            {
+                *dash = b'-';
+                len += 1;
+            }
+            let (count, digits) = hex(n);
+            if let Some(out) = text.get_mut(len..).and_then(|t| t.first_chunk_mut::<16>()) {
+                *out = digits;
+            }
+            len += count;
         }
-        let mut len = PREFIX + count;
-        if let Some(dash) = text.get_mut(len) {
-            *dash = b'-';
-        }
-        let (count, digits) = hex(place);
-        if let Some(out) = text
-            .get_mut(len + 1..)
-            .and_then(|t| t.first_chunk_mut::<16>())
-        {
-            *out = digits;
-        }
-        len += 1 + count;
         let text = text.get(..len).unwrap_or_default();
         ConnectionId::new(std::str::from_utf8(text).unwrap_or_default())
     }

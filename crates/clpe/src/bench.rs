@@ -232,7 +232,7 @@ pub fn run(args: Args) -> Result<Exit> {
     let timer_ns = timer_overhead();
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
-    let floor_before = floor.as_ref().map(|(f, e)| f.time(e, args.repeat));
+    let floor_before = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     let started = Instant::now();
     let expected_of = |i: usize| -> Option<&str> {
         let exp = expected.as_ref()?;
@@ -287,7 +287,7 @@ pub fn run(args: Args) -> Result<Exit> {
         out
     });
     let wall = started.elapsed().as_secs_f64();
-    let floor_after = floor.as_ref().map(|(f, e)| f.time(e, args.repeat));
+    let floor_after = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     let mut all: Vec<Kept> = results.into_iter().flatten().collect();
     all.sort_by_key(|k| k.index);
     let mut lat: Vec<u64> = all.iter().map(|k| k.nanos).collect();

@@ -207,16 +207,17 @@ impl Floor {
 
     /// Nanoseconds per decision over `rounds` passes (at least one) over the events.
     pub fn time(&self, events: &[FloorEvent], rounds: usize) -> f64 {
+        let rounds = rounds.max(1);
         let t0 = Instant::now();
         let mut allowed = 0usize;
-        for _ in 0..rounds.max(1) {
+        for _ in 0..rounds {
             for e in events {
                 let d = self.decide(std::hint::black_box(e));
                 allowed += usize::from(d == Decision::Allow);
             }
         }
         std::hint::black_box(allowed);
-        let n = (rounds.max(1) * events.len()).max(1);
+        let n = (rounds * events.len()).max(1);
         t0.elapsed().as_nanos() as f64 / n as f64
     }
 }

@@ -7,16 +7,7 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-
-/// A fresh directory for one test's files.
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clpe-bench-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// An access workload of the anchors' shape: two peers, three exports, rules of every
 /// side the floor knows (client, peer, both, neither), a deny overriding an allow.
@@ -113,8 +104,8 @@ fn json(out: &Output) -> serde_json::Value {
 
 #[test]
 fn the_report_has_the_spec_fields_and_the_floor_agrees_with_the_engine() {
-    let d = dir("floor");
-    let [p, e, x] = workload(&d, None);
+    let d = tempfile::tempdir().unwrap();
+    let [p, e, x] = workload(d.path(), None);
     let out = bench(&[
         "--policies",
         &p,
@@ -158,8 +149,8 @@ fn the_report_has_the_spec_fields_and_the_floor_agrees_with_the_engine() {
 
 #[test]
 fn a_wrong_expected_line_is_counted_and_fails_the_run() {
-    let d = dir("wrong");
-    let [p, e, x] = workload(&d, Some(2));
+    let d = tempfile::tempdir().unwrap();
+    let [p, e, x] = workload(d.path(), Some(2));
     let out = bench(&["--policies", &p, "--events", &e, "--expected", &x, "--json"]);
     assert!(!out.status.success());
     assert_eq!(json(&out)["mismatches"], 1);
@@ -170,25 +161,37 @@ fn a_wrong_expected_line_is_counted_and_fails_the_run() {
     );
 }
 
+/// Runs the bench on the base workload's documents and `extra` after them, on `events`
+/// (and `expected`, if given), with `args`.
+fn bench_with(extra: &str, events: &[&str], expected: Option<&[&str]>, args: &[&str]) -> Output {
+    let d = tempfile::tempdir().unwrap();
+    let path = |name: &str| d.path().join(name).display().to_string();
+    let (p, e, x) = (path("p.yaml"), path("e.jsonl"), path("x.txt"));
+    std::fs::write(&p, format!("{POLICIES}---\n{extra}\n")).unwrap();
+    std::fs::write(&e, events.join("\n") + "\n").unwrap();
+    let mut all = vec!["--policies", &p, "--events", &e];
+    if let Some(expected) = expected {
+        std::fs::write(&x, expected.join("\n") + "\n").unwrap();
+        all.extend(["--expected", &x]);
+    }
+    all.extend_from_slice(args);
+    bench(&all)
+}
+
+/// The same with `--floor --json`.
+fn floor_with(extra: &str, events: &[&str], args: &[&str]) -> Output {
+    bench_with(
+        extra,
+        events,
+        None,
+        &[&["--floor", "--json"], args].concat(),
+    )
+}
+
 #[test]
 fn the_floor_refuses_what_it_cannot_express_and_says_what() {
-    let d = dir("refuse");
-    let [_, e, _] = workload(&d, None);
-    let policies = d.join("import.yaml");
-    std::fs::write(
-        &policies,
-        format!(
-            "{POLICIES}---\n{{kind: Import, metadata: {{name: db, namespace: default}}, spec: {{sources: [{{peer: p1, exportName: db, exportNamespace: default}}]}}}}\n"
-        ),
-    )
-    .unwrap();
-    let out = bench(&[
-        "--policies",
-        &policies.display().to_string(),
-        "--events",
-        &e,
-        "--floor",
-    ]);
+    let import = "{kind: Import, metadata: {name: db, namespace: default}, spec: {sources: [{peer: p1, exportName: db, exportNamespace: default}]}}";
+    let out = floor_with(import, &[INGRESS], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -196,29 +199,12 @@ fn the_floor_refuses_what_it_cannot_express_and_says_what() {
         "{err}"
     );
     // Without `--floor` the same workload runs.
-    let out = bench(&[
-        "--policies",
-        &policies.display().to_string(),
-        "--events",
-        &e,
-    ]);
+    let out = bench_with(import, &[INGRESS], None, &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Writes `extra` documents after the base workload's and runs `--floor` on them.
-fn floor_with(name: &str, extra: &str, events: &[&str], more: &[&str]) -> Output {
-    let d = dir(name);
-    let (p, e) = (d.join("p.yaml"), d.join("e.jsonl"));
-    std::fs::write(&p, format!("{POLICIES}---\n{extra}\n")).unwrap();
-    std::fs::write(&e, events.join("\n") + "\n").unwrap();
-    let (p, e) = (p.display().to_string(), e.display().to_string());
-    let mut args = vec!["--policies", &p, "--events", &e, "--floor", "--json"];
-    args.extend_from_slice(more);
-    bench(&args)
 }
 
 const INGRESS: &str = r#"{"type":"NewConnection","direction":"ingress","src_peer":"p1","src_service":"app","dst_service":"db"}"#;
@@ -263,22 +249,16 @@ fn the_floor_refuses_every_shape_it_cannot_decide_as_the_engine_does() {
         ),
     ];
     for (name, doc, says) in cases {
-        let out = floor_with(name, doc, &[INGRESS], &[]);
+        let out = floor_with(doc, &[INGRESS], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: accepted");
         assert!(err.contains(says), "{name}: {err}");
     }
     let egress =
         r#"{"type":"NewConnection","direction":"egress","src_service":"app","dst_service":"db"}"#;
-    let out = floor_with(
-        "egress",
-        "{kind: Peer, metadata: {name: p3}}",
-        &[egress],
-        &[],
-    );
+    let out = floor_with("{kind: Peer, metadata: {name: p3}}", &[egress], &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("an event other than an ingress"));
     let out = floor_with(
-        "threads",
         "{kind: Peer, metadata: {name: p3}}",
         &[INGRESS],
         &["--threads", "2"],
@@ -306,34 +286,17 @@ fn the_floor_decides_as_the_engine_on_the_edges_it_accepts() {
         INGRESS,
     ];
     let expected = ["allow", "deny", "allow", "deny", "allow"];
-    let out = floor_with("edges", extra, &events, &[]);
+    // The engine checked against `expected`, the floor against the engine: both as
+    // written above.
+    let out = bench_with(extra, &events, Some(&expected), &["--floor", "--json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let r = json(&out);
+    assert_eq!(r["mismatches"], 0, "{r}");
     assert_eq!(r["floor_mismatches"], 0, "{r}");
-    // And both decided as written above (the engine with `--expected`).
-    let d = dir("edges-expected");
-    let x = d.join("x.txt");
-    std::fs::write(&x, expected.join("\n") + "\n").unwrap();
-    let base = std::env::temp_dir().join(format!("clpe-bench-{}-edges", std::process::id()));
-    let (p, e) = (base.join("p.yaml"), base.join("e.jsonl"));
-    let out = bench(&[
-        "--policies",
-        &p.display().to_string(),
-        "--events",
-        &e.display().to_string(),
-        "--expected",
-        &x.display().to_string(),
-        "--floor",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(r["floor_before_ns"].as_f64().unwrap() > 0.0);
     assert!(r["floor_after_ns"].as_f64().unwrap() > 0.0);
 }
