@@ -153,6 +153,39 @@ impl Symbols {
     }
 }
 
+/// The pair numbers of the well-known keys (indexed by [`kid`]), found in place of a scan:
+/// a decision asks for these most. [`ABSENT`] where the map lacks the key.
+#[derive(Clone, Copy, Debug)]
+struct Known([u32; WELL_KNOWN.len()]);
+
+/// In [`Known`]: the key is not in the map ([`NONE`] there means it holds a value no
+/// selector mentions).
+const ABSENT: u32 = u32::MAX - 1;
+
+impl Default for Known {
+    fn default() -> Self {
+        Known([ABSENT; WELL_KNOWN.len()])
+    }
+}
+
+impl Known {
+    /// Notes the pair of a key, unless the key already has one (the first wins).
+    fn note(&mut self, kid: u32, pid: u32) {
+        if let Some(slot) = self.0.get_mut(kid as usize)
+            && *slot == ABSENT
+        {
+            *slot = pid;
+        }
+    }
+
+    /// `None`: not a well-known key; `Some(None)`: a well-known key the map lacks.
+    #[inline]
+    fn get(&self, kid: u32) -> Option<Option<u32>> {
+        let pid = *self.0.get(kid as usize)?;
+        Some((pid != ABSENT).then_some(pid))
+    }
+}
+
 /// An owned attribute pair (its numbers are kept beside it, in [`OwnedAttrs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
@@ -168,15 +201,24 @@ pub struct OwnedAttrs {
     pairs: Box<[Pair]>,
     /// (key number, pair number) of each pair, in the same order.
     ids: SmallVec<[(u32, u32); 6]>,
+    known: Known,
 }
 
 impl OwnedAttrs {
+    fn new(pairs: Box<[Pair]>, ids: SmallVec<[(u32, u32); 6]>) -> OwnedAttrs {
+        let mut known = Known::default();
+        for &(kid, pid) in &ids {
+            known.note(kid, pid);
+        }
+        OwnedAttrs { pairs, ids, known }
+    }
+
     /// The pairs of several items, in order (their keys must not overlap).
     pub fn concat(parts: &[&OwnedAttrs]) -> OwnedAttrs {
-        OwnedAttrs {
-            pairs: parts.iter().flat_map(|p| p.pairs.iter().cloned()).collect(),
-            ids: parts.iter().flat_map(|p| p.ids.iter().copied()).collect(),
-        }
+        OwnedAttrs::new(
+            parts.iter().flat_map(|p| p.pairs.iter().cloned()).collect(),
+            parts.iter().flat_map(|p| p.ids.iter().copied()).collect(),
+        )
     }
 }
 
@@ -203,6 +245,8 @@ pub struct Attrs<'a> {
     /// The base's numbers, read in place.
     ids: &'a [(u32, u32)],
     extra: SmallVec<[PairRef<'a>; 2]>,
+    /// The well-known keys' pairs, base and pushed alike.
+    known: Known,
 }
 
 impl<'a> Attrs<'a> {
@@ -216,6 +260,7 @@ impl<'a> Attrs<'a> {
             base: &base.pairs,
             ids: &base.ids,
             extra: SmallVec::new(),
+            known: base.known,
         }
     }
 
@@ -230,11 +275,13 @@ impl<'a> Attrs<'a> {
         if kid != NONE && self.pair_of(kid).is_some() {
             return;
         }
+        let pid = symbols.pair(kid, value);
+        self.known.note(kid, pid);
         self.extra.push(PairRef {
             key,
             value,
             kid,
-            pid: symbols.pair(kid, value),
+            pid,
         });
     }
 
@@ -253,6 +300,9 @@ impl<'a> Attrs<'a> {
     /// `Some(NONE)` when its value is one no selector mentions.
     #[inline]
     pub fn pair_of(&self, kid: u32) -> Option<u32> {
+        if let Some(known) = self.known.get(kid) {
+            return known;
+        }
         match self.ids.iter().find(|p| p.0 == kid) {
             Some(p) => Some(p.1),
             None => self.extra.iter().find(|p| p.kid == kid).map(|p| p.pid),
@@ -319,8 +369,5 @@ pub fn owned_with_labels<'l>(
     for (k, v) in labels {
         add(symbols.owned(&format!("{label_prefix}{k}"), v));
     }
-    OwnedAttrs {
-        pairs: pairs.into(),
-        ids,
-    }
+    OwnedAttrs::new(pairs.into(), ids)
 }

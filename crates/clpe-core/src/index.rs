@@ -293,28 +293,29 @@ impl Postings {
     }
 }
 
-/// A set of key numbers: a bit each for the small ones (the well-known keys and the first
-/// label keys), a list for the rest.
+/// The key numbers a posting table files under, each once: a decision looks up just
+/// these in its attributes (a few short scans) instead of walking every attribute and
+/// asking whether its key is one of them.
 #[derive(Default)]
-struct KeySet {
-    bits: u64,
-    more: SmallVec<[u32; 2]>,
-}
+struct Keys(SmallVec<[u32; 4]>);
 
-impl KeySet {
+impl Keys {
     fn insert(&mut self, kid: u32) {
-        match 1u64.checked_shl(kid) {
-            Some(bit) => self.bits |= bit,
-            None if !self.more.contains(&kid) => self.more.push(kid),
-            None => {}
+        if kid != NONE && !self.0.contains(&kid) {
+            self.0.push(kid);
         }
     }
 
+    /// Calls `f` with the pair number of each key the attributes hold with a numbered
+    /// value (a key holds one value: see [`Attrs`]'s invariant).
     #[inline]
-    fn contains(&self, kid: u32) -> bool {
-        match 1u64.checked_shl(kid) {
-            Some(bit) => self.bits & bit != 0,
-            None => kid != NONE && self.more.contains(&kid),
+    fn each_pair(&self, attrs: &Attrs<'_>, mut f: impl FnMut(u32)) {
+        for &kid in &self.0 {
+            if let Some(pid) = attrs.pair_of(kid)
+                && pid != NONE
+            {
+                f(pid);
+            }
         }
     }
 }
@@ -333,10 +334,10 @@ pub struct MatchIndex {
     /// Rules filed under a (source pair, destination pair).
     pairs: Postings,
     /// The keys of the pairs each table files under: only those attributes are probed.
-    from_keys: KeySet,
-    to_keys: KeySet,
-    pair_from_keys: KeySet,
-    pair_to_keys: KeySet,
+    from_keys: Keys,
+    to_keys: Keys,
+    pair_from_keys: Keys,
+    pair_to_keys: Keys,
     /// Rules with nothing to index on either side; ascending, flagged.
     scan: Box<[u32]>,
 }
@@ -410,7 +411,7 @@ fn everything(side: &[Compiled]) -> bool {
     side.iter().any(Compiled::is_everything)
 }
 
-fn add_key(keys: &mut KeySet, symbols: &Symbols, pid: u32) {
+fn add_key(keys: &mut Keys, symbols: &Symbols, pid: u32) {
     keys.insert(symbols.key_of(pid));
 }
 
@@ -513,29 +514,24 @@ impl MatchIndex {
     fn probe<'i>(&'i self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found: impl FnMut(&'i [u32])) {
         found(&self.scan);
         if !self.from.table.is_empty() {
-            src.each_number(|kid, pid| {
-                if self.from_keys.contains(kid) && pid != NONE {
-                    found(self.from.get(u64::from(pid)));
-                }
-            });
+            self.from_keys
+                .each_pair(src, |pid| found(self.from.get(u64::from(pid))));
         }
         if !self.to.table.is_empty() {
-            dst.each_number(|kid, pid| {
-                if self.to_keys.contains(kid) && pid != NONE {
-                    found(self.to.get(u64::from(pid)));
-                }
-            });
+            self.to_keys
+                .each_pair(dst, |pid| found(self.to.get(u64::from(pid))));
         }
         if !self.pairs.table.is_empty() {
-            src.each_number(|fk, fp| {
-                if !self.pair_from_keys.contains(fk) || fp == NONE {
-                    return;
+            // The destination's pairs first: usually one (the export's name).
+            let mut to: SmallVec<[u32; 4]> = SmallVec::new();
+            self.pair_to_keys.each_pair(dst, |pid| to.push(pid));
+            if to.is_empty() {
+                return;
+            }
+            self.pair_from_keys.each_pair(src, |fp| {
+                for &tp in &to {
+                    found(self.pairs.get(pair_key(fp, tp)));
                 }
-                dst.each_number(|tk, tp| {
-                    if self.pair_to_keys.contains(tk) && tp != NONE {
-                        found(self.pairs.get(pair_key(fp, tp)));
-                    }
-                });
             });
         }
     }

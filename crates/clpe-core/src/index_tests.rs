@@ -6,6 +6,7 @@
 )]
 
 use super::*;
+use crate::attrs::OwnedAttrs;
 use crate::selector::{Expression, LabelSelector};
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ fn sel(labels: &[(&str, &str)], exprs: Vec<Expression>) -> Selector {
 }
 
 fn raw_selector() -> impl Strategy<Value = Selector> {
-    let keys = prop::sample::select(vec!["a", "b", "c"]);
+    let keys = prop::sample::select(vec!["a", "b", crate::attrs::keys::PEER_NAME]);
     let vals = prop::sample::select(vec!["1", "2", "3"]);
     (
         prop::collection::btree_map(keys.clone(), vals.clone(), 0..2),
@@ -65,9 +66,25 @@ fn symbols_of(rules: &[Rule]) -> Symbols {
     symbols
 }
 
-fn attrs_of<'a>(symbols: &Symbols, pairs: &'a [(&'static str, &'static str)]) -> Attrs<'a> {
-    let mut a = Attrs::new();
-    for (k, v) in pairs {
+/// The first pair as a precomputed base (as an inventory item's are), the rest pushed
+/// (as an event's are).
+fn base_of(symbols: &Symbols, pairs: &[(&'static str, &'static str)]) -> OwnedAttrs {
+    let first = pairs.first().map(|(k, v)| (*k, *v));
+    crate::attrs::owned_with_labels(
+        symbols,
+        first.as_slice(),
+        "",
+        std::iter::empty::<(&String, &String)>(),
+    )
+}
+
+fn attrs_of<'a>(
+    symbols: &Symbols,
+    base: &'a OwnedAttrs,
+    pairs: &'a [(&'static str, &'static str)],
+) -> Attrs<'a> {
+    let mut a = Attrs::over(base);
+    for (k, v) in pairs.iter().skip(1) {
         a.push(symbols, k, v);
     }
     a
@@ -78,7 +95,7 @@ fn attrs_of<'a>(symbols: &Symbols, pairs: &'a [(&'static str, &'static str)]) ->
 fn attr_list() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
     prop::collection::vec(
         (
-            prop::sample::select(vec!["a", "b", "c", "d"]),
+            prop::sample::select(vec!["a", "b", crate::attrs::keys::PEER_NAME, "d"]),
             prop::sample::select(vec!["1", "2", "3", "4"]),
         ),
         0..4,
@@ -90,7 +107,8 @@ proptest! {
     #[test]
     fn index_agrees_with_a_scan(rules in prop::collection::vec(rule(), 0..30), src in attr_list(), dst in attr_list()) {
         let symbols = symbols_of(&rules);
-        let (s, d) = (attrs_of(&symbols, &src), attrs_of(&symbols, &dst));
+        let (sb, db) = (base_of(&symbols, &src), base_of(&symbols, &dst));
+        let (s, d) = (attrs_of(&symbols, &sb, &src), attrs_of(&symbols, &db, &dst));
         let expected: Vec<u32> = rules.iter().enumerate().filter(|(_, r)| r.matches(&s, &d)).map(|(i, _)| i as u32).collect();
         let index = MatchIndex::build(rules, &symbols);
         let mut all = SmallVec::new();
