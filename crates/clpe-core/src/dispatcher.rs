@@ -511,19 +511,7 @@ impl Engine {
             },
         };
         if let Scope::Egress { import } = scope {
-            cx.candidates = import
-                .sources
-                .iter()
-                .enumerate()
-                .filter_map(|(order, source)| {
-                    let peer = source.peer.as_deref()?;
-                    (peer.name != snapshot.local_peer).then_some(Candidate {
-                        source,
-                        peer,
-                        order,
-                    })
-                })
-                .collect();
+            cx.candidates = candidates(snapshot, import);
         }
         let mut trace = opts.explain.then(Vec::new);
         let mut denial: Option<Denial> = None;
@@ -557,49 +545,16 @@ impl Engine {
                 }
                 Err(e) => {
                     failures.push(link.agent_name.clone());
-                    match link.failure_mode {
-                        FailureMode::Closed => {
-                            let reason: Arc<str> = format!(
-                                "agent {} failed: {e} (failure mode closed)",
-                                link.agent_name
-                            )
-                            .into();
-                            cx.decision = Some(Decision::Deny);
-                            denial = Some((reason.clone(), None, link.agent_name.clone()));
-                            ("failed", Some(reason))
-                        }
-                        FailureMode::Open => (
-                            "skipped",
-                            Some(
-                                format!(
-                                    "agent {} failed: {e} (failure mode open)",
-                                    link.agent_name
-                                )
-                                .into(),
-                            ),
-                        ),
+                    let (outcome, reason) = failed(link, &e);
+                    if link.failure_mode == FailureMode::Closed {
+                        cx.decision = Some(Decision::Deny);
+                        denial = Some((reason.clone(), None, link.agent_name.clone()));
                     }
+                    (outcome, Some(reason))
                 }
             };
             if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
-                let would_deny = cx
-                    .notes
-                    .would_deny
-                    .iter()
-                    .filter(|(a, _)| *a == link.agent_name)
-                    .map(|(_, p)| p.clone())
-                    .collect();
-                trace.push(TraceEntry {
-                    agent: link.agent_name.clone(),
-                    subscription: link.subscription.clone(),
-                    priority: link.priority,
-                    outcome: outcome.to_owned(),
-                    saw,
-                    left: cx.view(),
-                    matched: std::mem::take(&mut cx.notes.matched),
-                    would_deny,
-                    detail: detail.map(|d| d.to_string()).unwrap_or_default(),
-                });
+                trace_step(trace, &mut cx, link, outcome, saw, detail);
             }
             if denial.is_some() {
                 break;
@@ -773,6 +728,80 @@ struct Tally {
     failures: smallvec::SmallVec<[Arc<str>; 1]>,
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     closed: Option<crate::limits::Connection>,
+}
+
+/// The candidate peers of an egress connection: the import's sources, less the local peer.
+/// Out of line, like the helpers below: what most decisions do not run stays out of the
+/// instruction cache lines they do.
+#[inline(never)]
+fn candidates<'s>(
+    snapshot: &'s Snapshot,
+    import: &'s crate::snapshot::ImportEntry,
+) -> smallvec::SmallVec<[Candidate<'s>; 4]> {
+    import
+        .sources
+        .iter()
+        .enumerate()
+        .filter_map(|(order, source)| {
+            let peer = source.peer.as_deref()?;
+            (peer.name != snapshot.local_peer).then_some(Candidate {
+                source,
+                peer,
+                order,
+            })
+        })
+        .collect()
+}
+
+/// An agent that failed: its outcome in the trace and the sentence saying so.
+#[cold]
+#[inline(never)]
+fn failed(link: &crate::snapshot::Link, e: &crate::error::AgentError) -> (&'static str, Arc<str>) {
+    match link.failure_mode {
+        FailureMode::Closed => (
+            "failed",
+            format!(
+                "agent {} failed: {e} (failure mode closed)",
+                link.agent_name
+            )
+            .into(),
+        ),
+        FailureMode::Open => (
+            "skipped",
+            format!("agent {} failed: {e} (failure mode open)", link.agent_name).into(),
+        ),
+    }
+}
+
+/// One agent's step in an explained decision's trace.
+#[cold]
+#[inline(never)]
+fn trace_step(
+    trace: &mut Vec<TraceEntry>,
+    cx: &mut Context<'_>,
+    link: &crate::snapshot::Link,
+    outcome: &str,
+    saw: crate::event::StateView,
+    detail: Option<Arc<str>>,
+) {
+    let would_deny = cx
+        .notes
+        .would_deny
+        .iter()
+        .filter(|(a, _)| *a == link.agent_name)
+        .map(|(_, p)| p.clone())
+        .collect();
+    trace.push(TraceEntry {
+        agent: link.agent_name.clone(),
+        subscription: link.subscription.clone(),
+        priority: link.priority,
+        outcome: outcome.to_owned(),
+        saw,
+        left: cx.view(),
+        matched: std::mem::take(&mut cx.notes.matched),
+        would_deny,
+        detail: detail.map(|d| d.to_string()).unwrap_or_default(),
+    });
 }
 
 /// A copy of a shared text (an agent's name, the default deny's words) owned by this

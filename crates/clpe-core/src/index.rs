@@ -275,7 +275,9 @@ impl Postings {
         }
     }
 
-    #[inline]
+    // One copy for the three tables: inlined at each probe, the copies would take more
+    // instruction cache than a decision can spare.
+    #[inline(never)]
     fn get(&self, key: u64) -> &[u32] {
         let hash = slot_hash(key);
         let (word, bit) = filter_place(hash, self.filter.len().wrapping_sub(1));

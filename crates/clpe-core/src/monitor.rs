@@ -976,6 +976,9 @@ impl Sink for Out<'_> {
         }
     }
 
+    // One copy for the dozen strings of an entry: inlined at each, the copies would take
+    // more instruction cache than a decision can spare.
+    #[inline(never)]
     fn str(&mut self, s: &str) {
         let dst = self.buf.get_mut(self.at..self.at + 4 + s.len());
         match dst.and_then(|d| d.split_first_chunk_mut()) {
