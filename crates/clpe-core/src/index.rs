@@ -307,19 +307,17 @@ impl Keys {
             self.0.push(kid);
         }
     }
+}
 
-    /// Calls `f` with the pair number of each key the attributes hold with a numbered
-    /// value (a key holds one value: see [`Attrs`]'s invariant).
-    #[inline]
-    fn each_pair(&self, attrs: &Attrs<'_>, mut f: impl FnMut(u32)) {
-        for &kid in &self.0 {
-            if let Some(pid) = attrs.pair_of(kid)
-                && pid != NONE
-            {
-                f(pid);
-            }
-        }
-    }
+/// One lookup of a decision: the posting table, and the keys whose pairs make its key.
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    /// The source's pair of this key, in `from`.
+    From(u32),
+    /// The destination's pair of this key, in `to`.
+    To(u32),
+    /// The source's pair of one key and the destination's of another, in `pairs`.
+    Pairs(u32, u32),
 }
 
 /// Most anchor combinations a rule is filed under in the pair table; past it, one side.
@@ -335,11 +333,9 @@ pub struct MatchIndex {
     to: Postings,
     /// Rules filed under a (source pair, destination pair).
     pairs: Postings,
-    /// The keys of the pairs each table files under: only those attributes are probed.
-    from_keys: Keys,
-    to_keys: Keys,
-    pair_from_keys: Keys,
-    pair_to_keys: Keys,
+    /// The probes a decision makes: one per key (or pair of keys) the tables file
+    /// under, so only those attributes are looked up.
+    plan: Box<[Probe]>,
     /// Rules with nothing to index on either side; ascending, flagged.
     scan: Box<[u32]>,
 }
@@ -441,6 +437,8 @@ impl MatchIndex {
             count(&r.to, &mut to_freq);
         }
         let mut index = MatchIndex::default();
+        let (mut from_keys, mut to_keys) = (Keys::default(), Keys::default());
+        let (mut pair_from_keys, mut pair_to_keys) = (Keys::default(), Keys::default());
         let mut from_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let mut to_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let mut pair_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
@@ -458,9 +456,9 @@ impl MatchIndex {
             {
                 let posting = exact(only_pair(&r.from) && only_pair(&r.to));
                 for a in fp {
-                    add_key(&mut index.pair_from_keys, symbols, *a);
+                    add_key(&mut pair_from_keys, symbols, *a);
                     for b in tp {
-                        add_key(&mut index.pair_to_keys, symbols, *b);
+                        add_key(&mut pair_to_keys, symbols, *b);
                         pair_lists
                             .entry(pair_key(*a, *b))
                             .or_default()
@@ -481,11 +479,11 @@ impl MatchIndex {
             let (lists, keys, pairs, posting) = if from_side {
                 let posting = exact(only_pair(&r.from) && everything(&r.to));
                 let pairs = f.map(|(_, p)| p).unwrap_or_default();
-                (&mut from_lists, &mut index.from_keys, pairs, posting)
+                (&mut from_lists, &mut from_keys, pairs, posting)
             } else {
                 let posting = exact(only_pair(&r.to) && everything(&r.from));
                 let pairs = t.map(|(_, p)| p).unwrap_or_default();
-                (&mut to_lists, &mut index.to_keys, pairs, posting)
+                (&mut to_lists, &mut to_keys, pairs, posting)
             };
             for p in pairs {
                 add_key(keys, symbols, p);
@@ -496,6 +494,13 @@ impl MatchIndex {
         index.to = Postings::build(to_lists);
         index.pairs = Postings::build(pair_lists);
         index.scan = scan.into();
+        let mut plan: Vec<Probe> = Vec::new();
+        plan.extend(from_keys.0.iter().map(|k| Probe::From(*k)));
+        plan.extend(to_keys.0.iter().map(|k| Probe::To(*k)));
+        for a in &pair_from_keys.0 {
+            plan.extend(pair_to_keys.0.iter().map(|b| Probe::Pairs(*a, *b)));
+        }
+        index.plan = plan.into();
         // A new vector: collecting in place would keep the larger one's capacity.
         let mut stored = Vec::with_capacity(rules.len());
         stored.extend(rules.into_iter().map(Stored::new));
@@ -515,26 +520,21 @@ impl MatchIndex {
     #[inline]
     fn probe<'i>(&'i self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found: impl FnMut(&'i [u32])) {
         found(&self.scan);
-        if !self.from.table.is_empty() {
-            self.from_keys
-                .each_pair(src, |pid| found(self.from.get(u64::from(pid))));
-        }
-        if !self.to.table.is_empty() {
-            self.to_keys
-                .each_pair(dst, |pid| found(self.to.get(u64::from(pid))));
-        }
-        if !self.pairs.table.is_empty() {
-            // The destination's pairs first: usually one (the export's name).
-            let mut to: SmallVec<[u32; 4]> = SmallVec::new();
-            self.pair_to_keys.each_pair(dst, |pid| to.push(pid));
-            if to.is_empty() {
-                return;
+        // A key the attributes lack, or hold with a value no selector mentions, files
+        // nothing.
+        let pair = |attrs: &Attrs<'_>, kid| attrs.pair_of(kid).filter(|p| *p != NONE);
+        for probe in self.plan.iter() {
+            let (table, key) = match *probe {
+                Probe::From(k) => (&self.from, pair(src, k).map(u64::from)),
+                Probe::To(k) => (&self.to, pair(dst, k).map(u64::from)),
+                Probe::Pairs(a, b) => (
+                    &self.pairs,
+                    pair(src, a).zip(pair(dst, b)).map(|(f, t)| pair_key(f, t)),
+                ),
+            };
+            if let Some(key) = key {
+                found(table.get(key));
             }
-            self.pair_from_keys.each_pair(src, |fp| {
-                for &tp in &to {
-                    found(self.pairs.get(pair_key(fp, tp)));
-                }
-            });
         }
     }
 
