@@ -147,6 +147,41 @@ fn the_report_has_the_spec_fields_and_the_floor_agrees_with_the_engine() {
     assert!((ratio - p50 / floor).abs() < 1e-6 * ratio.max(1.0), "{r}");
 }
 
+/// Threads take the events in turns: every event is decided once, each as one thread
+/// decides it (these decisions depend on nothing but the event), whichever thread it was.
+#[test]
+fn threads_decide_every_event_once_and_as_one_thread_does() {
+    let d = tempfile::tempdir().unwrap();
+    let [p, e, x] = workload(d.path(), None);
+    // 7 events 300 times over: several turns of 256 each.
+    let run = |threads: &str| {
+        let out = bench(&[
+            "--policies",
+            &p,
+            "--events",
+            &e,
+            "--expected",
+            &x,
+            "--repeat",
+            "300",
+            "--threads",
+            threads,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert_eq!(one["events"], 2100);
+    assert_eq!(two["events"], 2100);
+    assert_eq!(two["mismatches"], 0);
+    assert_eq!(one["digest"], two["digest"]);
+}
+
 #[test]
 fn a_wrong_expected_line_is_counted_and_fails_the_run() {
     let d = tempfile::tempdir().unwrap();
