@@ -309,6 +309,17 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// The pair number of the key numbered `kid`, [`NONE`] when the key is absent or
+    /// its value is one no selector mentions: what a lookup by pair number needs.
+    #[inline]
+    pub fn pid(&self, kid: u32) -> u32 {
+        match self.known.0.get(kid as usize) {
+            Some(&ABSENT) => NONE,
+            Some(&pid) => pid,
+            None => self.pair_of(kid).unwrap_or(NONE),
+        }
+    }
+
     /// Calls `f` with the numbers (key, pair) of every pair, the base first.
     #[inline]
     pub fn each_number(&self, mut f: impl FnMut(u32, u32)) {

@@ -518,7 +518,8 @@ impl Engine {
         let ticker = self.config.ticker.as_deref().filter(|_| start.is_some());
         for link in chain {
             cx.notes.current_agent = &link.agent_name;
-            let saw = trace.as_ref().map(|_| cx.view());
+            // Boxed: a word to carry through the step when there is no trace.
+            let saw = trace.as_ref().map(|_| Box::new(cx.view()));
             let t0 = ticker.map(|t| t());
             let result = link.agent.decide(&mut cx);
             if let (Some(t), Some(t0)) = (ticker, t0) {
@@ -554,7 +555,7 @@ impl Engine {
                 }
             };
             if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
-                trace_step(trace, &mut cx, link, outcome, saw, detail);
+                trace_step(trace, &mut cx, link, outcome, *saw, detail);
             }
             if denial.is_some() {
                 break;

@@ -522,18 +522,21 @@ impl MatchIndex {
         found(&self.scan);
         // A key the attributes lack, or hold with a value no selector mentions, files
         // nothing.
-        let pair = |attrs: &Attrs<'_>, kid| attrs.pair_of(kid).filter(|p| *p != NONE);
         for probe in self.plan.iter() {
             let (table, key) = match *probe {
-                Probe::From(k) => (&self.from, pair(src, k).map(u64::from)),
-                Probe::To(k) => (&self.to, pair(dst, k).map(u64::from)),
-                Probe::Pairs(a, b) => (
-                    &self.pairs,
-                    pair(src, a).zip(pair(dst, b)).map(|(f, t)| pair_key(f, t)),
-                ),
+                Probe::From(k) => (&self.from, src.pid(k)),
+                Probe::To(k) => (&self.to, dst.pid(k)),
+                Probe::Pairs(a, b) => {
+                    let (f, t) = (src.pid(a), dst.pid(b));
+                    if f == NONE || t == NONE {
+                        continue;
+                    }
+                    found(self.pairs.get(pair_key(f, t)));
+                    continue;
+                }
             };
-            if let Some(key) = key {
-                found(table.get(key));
+            if key != NONE {
+                found(table.get(u64::from(key)));
             }
         }
     }
