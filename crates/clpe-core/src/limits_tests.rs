@@ -285,23 +285,50 @@ fn engine_made_ids_close_from_another_thread() {
     assert_eq!(conns.open(), 0);
 }
 
+/// A thread's records go to its own shard (the place's low digits): threads admitting at
+/// once do not share a lock or a cache line.
+#[test]
+fn a_thread_admits_into_its_own_shard() {
+    let conns = Connections::new(1);
+    let shard_of = |id: &ConnectionId| conns.locate(id.as_str()).map(|(_, shard, _)| shard);
+    let mine: Vec<Option<usize>> = (0..100)
+        .map(|n| shard_of(&conns.admit_new(|| n, None, None, vec![], Time(10))))
+        .collect();
+    assert!(
+        mine.iter().all(|s| *s == Some(thread_number() % SHARDS)),
+        "{mine:?}"
+    );
+    let theirs = std::thread::scope(|s| {
+        s.spawn(|| {
+            let id = conns.admit_new(|| 1000, None, None, vec![], Time(10));
+            (shard_of(&id), thread_number() % SHARDS)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(theirs.0, Some(theirs.1));
+    assert_eq!(conns.open(), 101);
+}
+
 #[test]
 fn an_id_made_is_never_one_an_event_holds() {
     let conns = Connections::new(0xbeef);
-    // The id serial 0 would get in the first place of shard 0, named by an event first.
-    let guessed = ConnectionId::from("clpe-beef-0-0");
+    // The id serial 0 would get in the first place of this thread's shard, named by an
+    // event first.
+    let place = thread_number() % SHARDS;
+    let guessed = ConnectionId::from(format!("clpe-beef-0-{place:x}").as_str());
     conns.admit(guessed.clone(), None, None, vec![], Time(1000));
     let next = std::cell::Cell::new(0u64);
     let serial = || {
         let n = next.get();
-        next.set(n + SHARDS as u64);
+        next.set(n + 1);
         n
     };
     let made = conns.admit_new(serial, None, None, vec![], Time(1000));
     assert_ne!(made, guessed);
     assert!(
-        made.as_str().ends_with("-0"),
-        "{made}: still the first place of shard 0"
+        made.as_str().ends_with(&format!("-{place:x}")),
+        "{made}: still the first place of this thread's shard"
     );
     assert_eq!(conns.open(), 2, "two connections, two ids");
     assert!(conns.close(made.as_str()).is_some());
