@@ -70,8 +70,16 @@ struct Tables {
 }
 
 /// The regular policies' tables by namespace, names compared without a call to `memcmp`.
+/// A few namespaces (the usual case) are compared in turn, which costs less than hashing
+/// the name; more are found by hash.
 #[derive(Default)]
-struct ByNamespace(HashTable<(SmolStr, AclIndex)>);
+struct ByNamespace {
+    few: Vec<(SmolStr, AclIndex)>,
+    many: HashTable<(SmolStr, AclIndex)>,
+}
+
+/// Most namespaces compared in turn; past it, the tables are found by hash.
+const FEW_NAMESPACES: usize = 4;
 
 fn namespace_hash(namespace: &str) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(namespace)
@@ -80,7 +88,15 @@ fn namespace_hash(namespace: &str) -> u64 {
 impl ByNamespace {
     fn get(&self, namespace: &str) -> Option<&AclIndex> {
         let eq = |(n, _): &(SmolStr, AclIndex)| crate::names::same(n, namespace);
-        self.0.find(namespace_hash(namespace), eq).map(|(_, t)| t)
+        match self.many.is_empty() {
+            true => self.few.iter().find(|e| eq(e)),
+            false => self.many.find(namespace_hash(namespace), eq),
+        }
+        .map(|(_, t)| t)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(SmolStr, AclIndex)> {
+        self.few.iter().chain(self.many.iter())
     }
 }
 
@@ -96,14 +112,23 @@ impl FromIterator<(SmolStr, AclIndex)> for ByNamespace {
                 }
             }
         }
-        ByNamespace(by)
+        match by.len() <= FEW_NAMESPACES {
+            true => ByNamespace {
+                few: by.into_iter().collect(),
+                many: HashTable::new(),
+            },
+            false => ByNamespace {
+                few: Vec::new(),
+                many: by,
+            },
+        }
     }
 }
 
 impl std::fmt::Debug for ByNamespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(n, t)| (n, t)))
+            .entries(self.iter().map(|(n, t)| (n, t)))
             .finish()
     }
 }
@@ -480,6 +505,19 @@ mod tests {
         assert_eq!(by.get("ns-2").unwrap().rules.len(), 9);
         for absent in ["ns-3", "default ", "Default", "ns-", "ns-22"] {
             assert!(by.get(absent).is_none(), "{absent}");
+        }
+        assert!(by.few.is_empty(), "five namespaces are found by hash");
+        // A few namespaces, compared in turn: the same answers.
+        let few: ByNamespace = (names.iter().enumerate().skip(2))
+            .map(|(i, n)| (SmolStr::new(n), table(i + 1)))
+            .chain([(SmolStr::new("ns-2"), table(9))])
+            .collect();
+        assert_eq!(few.few.len(), 3);
+        assert_eq!(few.get(names[2]).unwrap().rules.len(), 3);
+        assert_eq!(few.get("").unwrap().rules.len(), 4);
+        assert_eq!(few.get("ns-2").unwrap().rules.len(), 9);
+        for absent in ["default", "ns-1", "ns-3", "ns-", "ns-22", " "] {
+            assert!(few.get(absent).is_none(), "{absent}");
         }
     }
 }
