@@ -196,12 +196,16 @@ pub struct Pair {
 /// The attribute pairs of an inventory item (a peer's name and labels, an export's name,
 /// namespace and labels), precomputed at apply time: the strings, and beside them, held
 /// inline in the item itself, the numbers matching reads.
+///
+/// Laid out in the order a decision reads it (`repr(C)`): the well-known keys' numbers,
+/// then all the numbers; the strings, which matching does not read, last.
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 pub struct OwnedAttrs {
-    pairs: Box<[Pair]>,
+    known: Known,
     /// (key number, pair number) of each pair, in the same order.
     ids: SmallVec<[(u32, u32); 6]>,
-    known: Known,
+    pairs: Box<[Pair]>,
 }
 
 impl OwnedAttrs {

@@ -38,16 +38,19 @@ pub struct PeerEntry {
     pub open: crate::limits::PeerRef,
 }
 
+/// Laid out in the order a decision reads it (`repr(C)`): the name it is found by, then
+/// the attributes' numbers, so one or two cache lines of a large table serve a decision.
 #[derive(Debug)]
+#[repr(C)]
 pub struct ExportEntry {
     /// `namespace/name`: inline (up to 23 bytes), so finding an export reads no other
     /// allocation.
     pub reference: SmolStr,
-    /// Where the name starts in `reference`.
-    name_at: usize,
     /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`, then the local
     /// peer's name and labels: the destination side of an ingress connection.
     pub attrs: OwnedAttrs,
+    /// Where the name starts in `reference`.
+    name_at: usize,
 }
 
 impl ExportEntry {
