@@ -993,9 +993,9 @@ impl Sink for Out<'_> {
     }
 }
 
-/// Copies `src` into `dst`, as long. Most strings logged are names of a few dozen bytes:
-/// two overlapping copies of a fixed size each, without the call `copy_from_slice`
-/// makes to `memcpy`.
+/// Copies `src` into `dst`, as long. Most strings logged are names and sentences of a few
+/// dozen bytes: two overlapping copies of a fixed size each, without the call
+/// `copy_from_slice` makes to `memcpy`.
 fn copy(dst: &mut [u8], src: &[u8]) {
     fn two<const N: usize>(dst: &mut [u8], src: &[u8]) {
         if let (Some(d), Some(s)) = (dst.first_chunk_mut::<N>(), src.first_chunk::<N>()) {
@@ -1013,7 +1013,9 @@ fn copy(dst: &mut [u8], src: &[u8]) {
         }
         4..8 => two::<4>(dst, src),
         8..16 => two::<8>(dst, src),
-        16..=32 => two::<16>(dst, src),
+        16..32 => two::<16>(dst, src),
+        // A policy's sentence ("allowed by AccessPolicy <name>") is usually here.
+        32..=64 => two::<32>(dst, src),
         _ => dst.copy_from_slice(src),
     }
 }

@@ -298,3 +298,13 @@ fn counts_keep_no_address_of_a_fold() {
         |((a, p), n)| a.is_empty() && *n == 3 + u64::from(p[1..].parse::<u64>().unwrap() < 500)
     ));
 }
+
+#[test]
+fn copy_copies_every_length_exactly() {
+    let src: Vec<u8> = (0..200u8).collect();
+    for len in 0..=200 {
+        let mut dst = vec![0xffu8; len];
+        copy(&mut dst, &src[..len]);
+        assert_eq!(dst, &src[..len], "length {len}");
+    }
+}
