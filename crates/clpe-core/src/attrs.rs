@@ -324,17 +324,6 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    /// Calls `f` with the numbers (key, pair) of every pair, the base first.
-    #[inline]
-    pub fn each_number(&self, mut f: impl FnMut(u32, u32)) {
-        for &(kid, pid) in self.ids {
-            f(kid, pid);
-        }
-        for p in &self.extra {
-            f(p.kid, p.pid);
-        }
-    }
-
     /// Every pair, the base first (numbered keys once; unnumbered ones may repeat, the
     /// first wins).
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'a>> + '_ {

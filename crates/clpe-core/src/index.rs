@@ -295,9 +295,8 @@ impl Postings {
     }
 }
 
-/// The key numbers a posting table files under, each once: a decision looks up just
-/// these in its attributes (a few short scans) instead of walking every attribute and
-/// asking whether its key is one of them.
+/// The key numbers a posting table files under, each once: the plan a decision follows
+/// is made of them.
 #[derive(Default)]
 struct Keys(SmallVec<[u32; 4]>);
 
@@ -318,7 +317,14 @@ enum Probe {
     To(u32),
     /// The source's pair of one key and the destination's of another, in `pairs`.
     Pairs(u32, u32),
+    /// Every (source pair, destination pair) of the keys `pairs` files under that both
+    /// sides hold: when those keys are too many to list each combination (most of them
+    /// absent from any one decision's attributes).
+    PairsHeld,
 }
+
+/// Most (source key, destination key) combinations the plan lists one by one.
+const MAX_PLANNED_PAIRS: usize = 16;
 
 /// Most anchor combinations a rule is filed under in the pair table; past it, one side.
 const MAX_PAIRS: usize = 16;
@@ -336,6 +342,9 @@ pub struct MatchIndex {
     /// The probes a decision makes: one per key (or pair of keys) the tables file
     /// under, so only those attributes are looked up.
     plan: Box<[Probe]>,
+    /// The keys `pairs` files under, source side and destination side (for
+    /// [`Probe::PairsHeld`]).
+    pair_keys: (Box<[u32]>, Box<[u32]>),
     /// Rules with nothing to index on either side; ascending, flagged.
     scan: Box<[u32]>,
 }
@@ -497,10 +506,18 @@ impl MatchIndex {
         let mut plan: Vec<Probe> = Vec::new();
         plan.extend(from_keys.0.iter().map(|k| Probe::From(*k)));
         plan.extend(to_keys.0.iter().map(|k| Probe::To(*k)));
-        for a in &pair_from_keys.0 {
-            plan.extend(pair_to_keys.0.iter().map(|b| Probe::Pairs(*a, *b)));
+        if pair_from_keys.0.len() * pair_to_keys.0.len() <= MAX_PLANNED_PAIRS {
+            for a in &pair_from_keys.0 {
+                plan.extend(pair_to_keys.0.iter().map(|b| Probe::Pairs(*a, *b)));
+            }
+        } else {
+            plan.push(Probe::PairsHeld);
         }
         index.plan = plan.into();
+        index.pair_keys = (
+            pair_from_keys.0.into_iter().collect(),
+            pair_to_keys.0.into_iter().collect(),
+        );
         // A new vector: collecting in place would keep the larger one's capacity.
         let mut stored = Vec::with_capacity(rules.len());
         stored.extend(rules.into_iter().map(Stored::new));
@@ -532,6 +549,21 @@ impl MatchIndex {
                         continue;
                     }
                     found(self.pairs.get(pair_key(f, t)));
+                    continue;
+                }
+                Probe::PairsHeld => {
+                    let held = |attrs: &Attrs<'_>, keys: &[u32]| -> SmallVec<[u32; 8]> {
+                        keys.iter()
+                            .map(|k| attrs.pid(*k))
+                            .filter(|p| *p != NONE)
+                            .collect()
+                    };
+                    let to = held(dst, &self.pair_keys.1);
+                    for f in held(src, &self.pair_keys.0) {
+                        for t in &to {
+                            found(self.pairs.get(pair_key(f, *t)));
+                        }
+                    }
                     continue;
                 }
             };

@@ -22,8 +22,13 @@ fn sel(labels: &[(&str, &str)], exprs: Vec<Expression>) -> Selector {
     Selector::compile(&raw, "s").unwrap()
 }
 
-fn raw_selector() -> impl Strategy<Value = Selector> {
-    let keys = prop::sample::select(vec!["a", "b", crate::attrs::keys::PEER_NAME]);
+/// The label keys selectors and attributes use: a few (each combination of a source key
+/// and a destination key is a probe of its own), or many (the pairs they hold are found).
+const FEW_KEYS: &[&str] = &["a", "b", crate::attrs::keys::PEER_NAME];
+const MANY_KEYS: &[&str] = &["a", "b", "c", "e", "f", "g", crate::attrs::keys::PEER_NAME];
+
+fn raw_selector(keys: &'static [&'static str]) -> impl Strategy<Value = Selector> {
+    let keys = prop::sample::select(keys);
     let vals = prop::sample::select(vec!["1", "2", "3"]);
     (
         prop::collection::btree_map(keys.clone(), vals.clone(), 0..2),
@@ -45,10 +50,10 @@ fn raw_selector() -> impl Strategy<Value = Selector> {
         })
 }
 
-fn rule() -> impl Strategy<Value = Rule> {
+fn rule(keys: &'static [&'static str]) -> impl Strategy<Value = Rule> {
     (
-        prop::collection::vec(raw_selector(), 1..3),
-        prop::collection::vec(raw_selector(), 1..3),
+        prop::collection::vec(raw_selector(keys), 1..3),
+        prop::collection::vec(raw_selector(keys), 1..3),
     )
         .prop_map(|(from, to)| Rule {
             from: from.into_iter().map(Arc::new).collect(),
@@ -92,10 +97,14 @@ fn attrs_of<'a>(
 
 /// Attribute lists with keys and values no selector mentions ("d", "4") and repeated keys
 /// (the first wins).
-fn attr_list() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+fn attr_list(
+    keys: &'static [&'static str],
+) -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
+    let mut keys = keys.to_vec();
+    keys.push("d");
     prop::collection::vec(
         (
-            prop::sample::select(vec!["a", "b", crate::attrs::keys::PEER_NAME, "d"]),
+            prop::sample::select(keys),
             prop::sample::select(vec!["1", "2", "3", "4"]),
         ),
         0..4,
@@ -105,17 +114,39 @@ fn attr_list() -> impl Strategy<Value = Vec<(&'static str, &'static str)>> {
 proptest! {
     /// The index finds exactly what matching every rule by strings finds.
     #[test]
-    fn index_agrees_with_a_scan(rules in prop::collection::vec(rule(), 0..30), src in attr_list(), dst in attr_list()) {
+    fn index_agrees_with_a_scan(rules in prop::collection::vec(rule(FEW_KEYS), 0..30), src in attr_list(FEW_KEYS), dst in attr_list(FEW_KEYS)) {
+        agrees(rules, &src, &dst)?;
+    }
+
+    /// The same with more keys than the plan lists combinations of.
+    #[test]
+    fn index_agrees_with_a_scan_with_many_keys(rules in prop::collection::vec(rule(MANY_KEYS), 10..40), src in attr_list(MANY_KEYS), dst in attr_list(MANY_KEYS)) {
+        agrees(rules, &src, &dst)?;
+    }
+}
+
+fn agrees(
+    rules: Vec<Rule>,
+    src: &[(&'static str, &'static str)],
+    dst: &[(&'static str, &'static str)],
+) -> Result<(), TestCaseError> {
+    {
         let symbols = symbols_of(&rules);
-        let (sb, db) = (base_of(&symbols, &src), base_of(&symbols, &dst));
-        let (s, d) = (attrs_of(&symbols, &sb, &src), attrs_of(&symbols, &db, &dst));
-        let expected: Vec<u32> = rules.iter().enumerate().filter(|(_, r)| r.matches(&s, &d)).map(|(i, _)| i as u32).collect();
+        let (sb, db) = (base_of(&symbols, src), base_of(&symbols, dst));
+        let (s, d) = (attrs_of(&symbols, &sb, src), attrs_of(&symbols, &db, dst));
+        let expected: Vec<u32> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.matches(&s, &d))
+            .map(|(i, _)| i as u32)
+            .collect();
         let index = MatchIndex::build(rules, &symbols);
         let mut all = SmallVec::new();
         index.all_matches(&s, &d, &mut all);
         prop_assert_eq!(all.to_vec(), expected.clone());
         prop_assert_eq!(index.first_match(&s, &d), expected.first().copied());
     }
+    Ok(())
 }
 
 #[test]
