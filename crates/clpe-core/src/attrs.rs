@@ -159,7 +159,8 @@ impl Symbols {
 struct Known([u32; WELL_KNOWN.len()]);
 
 /// In [`Known`]: the key is not in the map ([`NONE`] there means it holds a value no
-/// selector mentions).
+/// selector mentions). INVARIANT: every pair number is below this and [`NONE`] (there is
+/// one per distinct pair the snapshot's selectors name: far fewer than 2^32 - 2).
 const ABSENT: u32 = u32::MAX - 1;
 
 impl Default for Known {

@@ -308,7 +308,8 @@ impl Keys {
     }
 }
 
-/// One lookup of a decision: the posting table, and the keys whose pairs make its key.
+/// A step of a decision's plan: one lookup (the posting table, and the keys whose pairs
+/// make its key), or, for [`Probe::PairsHeld`], one per combination the attributes hold.
 #[derive(Clone, Copy, Debug)]
 enum Probe {
     /// The source's pair of this key, in `from`.
@@ -340,7 +341,8 @@ pub struct MatchIndex {
     /// Rules filed under a (source pair, destination pair).
     pairs: Postings,
     /// The probes a decision makes: one per key (or pair of keys) the tables file
-    /// under, so only those attributes are looked up.
+    /// under, so only those attributes are looked up; or, past [`MAX_PLANNED_PAIRS`]
+    /// combinations, the pairs held.
     plan: Box<[Probe]>,
     /// The keys `pairs` files under, source side and destination side (for
     /// [`Probe::PairsHeld`]).

@@ -25,7 +25,9 @@ pub struct Args {
     #[arg(long, default_value = "local")]
     local_peer: String,
     /// Threads deciding on the same engine (each takes the next 256 events when it is
-    /// free, as a server's workers take requests).
+    /// free, as a server's workers take requests). Each event keeps its own time, but
+    /// threads decide in no fixed order between them, so decisions that depend on time
+    /// or on earlier ones (rate limits, connection limits) may differ from run to run.
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Print one JSON object.
@@ -96,10 +98,10 @@ struct Report {
     floor_mismatches: Option<usize>,
 }
 
-/// Resident memory from /proc (bytes); 0 where there is no /proc.
 /// Events a thread takes at a time with `--threads`.
 const CHUNK: usize = 256;
 
+/// Resident memory from /proc (bytes); 0 where there is no /proc.
 fn proc_status(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
