@@ -318,9 +318,8 @@ impl<'a> Attrs<'a> {
     /// its value is one no selector mentions: what a lookup by pair number needs.
     #[inline]
     pub fn pid(&self, kid: u32) -> u32 {
-        match self.known.0.get(kid as usize) {
-            Some(&ABSENT) => NONE,
-            Some(&pid) => pid,
+        match self.known.get(kid) {
+            Some(known) => known.unwrap_or(NONE),
             None => self.pair_of(kid).unwrap_or(NONE),
         }
     }

@@ -344,8 +344,8 @@ pub struct MatchIndex {
     /// under, so only those attributes are looked up; or, past [`MAX_PLANNED_PAIRS`]
     /// combinations, the pairs held.
     plan: Box<[Probe]>,
-    /// The keys `pairs` files under, source side and destination side (for
-    /// [`Probe::PairsHeld`]).
+    /// The keys `pairs` files under, source side and destination side: only kept for
+    /// [`Probe::PairsHeld`].
     pair_keys: (Box<[u32]>, Box<[u32]>),
     /// Rules with nothing to index on either side; ascending, flagged.
     scan: Box<[u32]>,
@@ -514,12 +514,12 @@ impl MatchIndex {
             }
         } else {
             plan.push(Probe::PairsHeld);
+            index.pair_keys = (
+                pair_from_keys.0.into_iter().collect(),
+                pair_to_keys.0.into_iter().collect(),
+            );
         }
         index.plan = plan.into();
-        index.pair_keys = (
-            pair_from_keys.0.into_iter().collect(),
-            pair_to_keys.0.into_iter().collect(),
-        );
         // A new vector: collecting in place would keep the larger one's capacity.
         let mut stored = Vec::with_capacity(rules.len());
         stored.extend(rules.into_iter().map(Stored::new));
@@ -541,36 +541,35 @@ impl MatchIndex {
         found(&self.scan);
         // A key the attributes lack, or hold with a value no selector mentions, files
         // nothing.
+        let held = |pid: u32| (pid != NONE).then_some(pid);
         for probe in self.plan.iter() {
-            let (table, key) = match *probe {
-                Probe::From(k) => (&self.from, src.pid(k)),
-                Probe::To(k) => (&self.to, dst.pid(k)),
-                Probe::Pairs(a, b) => {
-                    let (f, t) = (src.pid(a), dst.pid(b));
-                    if f == NONE || t == NONE {
-                        continue;
+            match *probe {
+                Probe::From(k) => {
+                    if let Some(p) = held(src.pid(k)) {
+                        found(self.from.get(u64::from(p)));
                     }
-                    found(self.pairs.get(pair_key(f, t)));
-                    continue;
+                }
+                Probe::To(k) => {
+                    if let Some(p) = held(dst.pid(k)) {
+                        found(self.to.get(u64::from(p)));
+                    }
+                }
+                Probe::Pairs(a, b) => {
+                    if let (Some(f), Some(t)) = (held(src.pid(a)), held(dst.pid(b))) {
+                        found(self.pairs.get(pair_key(f, t)));
+                    }
                 }
                 Probe::PairsHeld => {
-                    let held = |attrs: &Attrs<'_>, keys: &[u32]| -> SmallVec<[u32; 8]> {
-                        keys.iter()
-                            .map(|k| attrs.pid(*k))
-                            .filter(|p| *p != NONE)
-                            .collect()
+                    let all = |attrs: &Attrs<'_>, keys: &[u32]| -> SmallVec<[u32; 8]> {
+                        keys.iter().filter_map(|k| held(attrs.pid(*k))).collect()
                     };
-                    let to = held(dst, &self.pair_keys.1);
-                    for f in held(src, &self.pair_keys.0) {
+                    let to = all(dst, &self.pair_keys.1);
+                    for f in all(src, &self.pair_keys.0) {
                         for t in &to {
                             found(self.pairs.get(pair_key(f, *t)));
                         }
                     }
-                    continue;
                 }
-            };
-            if key != NONE {
-                found(table.get(u64::from(key)));
             }
         }
     }
