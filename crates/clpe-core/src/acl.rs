@@ -14,25 +14,25 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 
+use crate::agent::Held;
 use crate::agent::{Agent, Verdict};
 use crate::attrs::Attrs;
 use crate::context::{Context, Notes, Scope};
-use crate::dispatcher::thread_local_name;
 use crate::document::{Action, Document, Kind, Spec, Workload};
 use crate::error::{AgentError, DocError};
 use crate::index::{MatchIndex, Rule};
 use crate::selector::Selector;
 use crate::snapshot::Docs;
+use crate::text::Text;
 
 pub const DEFAULT_DENY: &str = "<default deny>";
 
 /// The default deny's name and sentence, made once for the process: every snapshot
-/// shares them, so the copies threads keep of them (see `thread_local_name`) outlive
-/// applies instead of being made again after each.
-static DEFAULT_TEXTS: std::sync::LazyLock<(Arc<str>, Arc<str>)> = std::sync::LazyLock::new(|| {
+/// shares them, so the name keeps its origin (what the monitor counts by) across applies.
+static DEFAULT_TEXTS: std::sync::LazyLock<(Text, Text)> = std::sync::LazyLock::new(|| {
     (
-        DEFAULT_DENY.into(),
-        "denied: no access policy allows it (default deny)".into(),
+        Text::named(DEFAULT_DENY),
+        Text::new("denied: no access policy allows it (default deny)"),
     )
 });
 
@@ -40,10 +40,27 @@ static DEFAULT_TEXTS: std::sync::LazyLock<(Arc<str>, Arc<str>)> = std::sync::Laz
 pub struct AclRule {
     pub action: Action,
     /// `namespace/name`, or `/name` for privileged policies.
-    pub matched_by: Arc<str>,
+    pub matched_by: Text,
     pub privileged: bool,
-    /// `allowed by AccessPolicy ns/name` or `denied by ...`: made once, at apply time.
-    pub reason: Arc<str>,
+}
+
+impl AclRule {
+    /// The sentence a response gives for this rule's decision, `allowed by AccessPolicy
+    /// ns/name` or `denied by ...`: made when a response takes it, from the name the rule
+    /// holds, rather than kept beside it (a second text per rule to read, and to keep).
+    pub fn reason(&self) -> Held<'_> {
+        let prefix = match (self.action, self.privileged) {
+            (Action::Allow, false) => "allowed by AccessPolicy ",
+            (Action::Allow, true) => "allowed by PrivilegedAccessPolicy ",
+            (Action::Deny, false) => "denied by AccessPolicy ",
+            (Action::Deny, true) => "denied by PrivilegedAccessPolicy ",
+        };
+        let name = self
+            .matched_by
+            .strip_prefix('/')
+            .unwrap_or(&self.matched_by);
+        Held::Joined(prefix, name)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -149,8 +166,8 @@ pub struct AclTables {
     enforced: Tables,
     /// Every policy, dry-run ones included; only built when there are dry-run policies.
     shadow: Option<Tables>,
-    default_deny: Arc<str>,
-    default_reason: Arc<str>,
+    default_deny: Text,
+    default_reason: Text,
 }
 
 /// A policy being filed: its action, rule, payload and whether it is dry-run.
@@ -195,10 +212,9 @@ impl AclTables {
                 to: resolve(&spec.to, sets, doc, "spec.to")?,
             };
             let privileged_kind = doc.key.kind == Kind::PrivilegedAccessPolicy;
-            let matched_by: Arc<str> = doc.key.reference().into();
+            let matched_by = Text::named(&doc.key.reference());
             let acl = AclRule {
                 action: spec.action,
-                reason: rule_reason(spec.action, privileged_kind, &matched_by),
                 matched_by,
                 privileged: privileged_kind,
             };
@@ -265,54 +281,32 @@ impl AclTables {
         decision
     }
 
-    pub fn default_deny(&self) -> &Arc<str> {
+    pub fn default_deny(&self) -> &Text {
         &self.default_deny
     }
-}
-
-fn kind_of(privileged: bool) -> &'static str {
-    if privileged {
-        "PrivilegedAccessPolicy"
-    } else {
-        "AccessPolicy"
-    }
-}
-
-/// The sentence a response gives for a rule's decision.
-pub fn rule_reason(action: Action, privileged: bool, matched_by: &str) -> Arc<str> {
-    let verb = match action {
-        Action::Allow => "allowed",
-        Action::Deny => "denied",
-    };
-    format!(
-        "{verb} by {} {}",
-        kind_of(privileged),
-        matched_by.trim_start_matches('/')
-    )
-    .into()
 }
 
 pub struct Acl;
 
 impl Acl {
     /// A denial (or `None` when allowed) for one decision.
-    fn denial(acl: &AclTables, d: AccessDecision<'_>) -> Option<Verdict> {
+    fn denial<'a>(acl: &'a AclTables, d: AccessDecision<'a>) -> Option<Verdict<'a>> {
         match d.rule {
             Some(r) if r.action == Action::Allow => None,
             Some(r) => Some(Verdict::Deny {
-                reason: r.reason.clone(),
-                matched_by: Some(r.matched_by.clone()),
+                reason: r.reason(),
+                matched_by: Some((&r.matched_by).into()),
             }),
             None => Some(Verdict::Deny {
-                reason: thread_local_name(&acl.default_reason),
-                matched_by: Some(thread_local_name(&acl.default_deny)),
+                reason: (&acl.default_reason).into(),
+                matched_by: Some((&acl.default_deny).into()),
             }),
         }
     }
 }
 
 impl Agent for Acl {
-    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         let snapshot = cx.snapshot;
         let acl = &snapshot.acl;
         match cx.scope {
@@ -323,7 +317,7 @@ impl Agent for Acl {
                     return Ok(deny);
                 }
                 if let Some(r) = d.rule {
-                    cx.allow_because(None, &r.matched_by, &r.reason);
+                    cx.allow_because(None, &r.matched_by, r.reason());
                 }
                 Ok(Verdict::Allow { matched_by: None })
             }
@@ -336,7 +330,7 @@ impl Agent for Acl {
                         return Ok(deny);
                     }
                     if let Some(r) = d.rule {
-                        cx.allow_because(Some(target.name()), &r.matched_by, &r.reason);
+                        cx.allow_because(Some(target.name()), &r.matched_by, r.reason());
                     }
                     let fallbacks = cx.fallbacks.clone();
                     for f in fallbacks {
@@ -353,7 +347,7 @@ impl Agent for Acl {
                     let dst = cx.dst_candidate(&c);
                     let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     match d.rule.filter(|_| d.allowed()) {
-                        Some(r) => cx.allow_because(Some(c.name()), &r.matched_by, &r.reason),
+                        Some(r) => cx.allow_because(Some(c.name()), &r.matched_by, r.reason()),
                         None => {
                             first_denial.get_or_insert((c.name().clone(), d));
                             cx.remove_peer(c.name());
@@ -368,18 +362,17 @@ impl Agent for Acl {
                     Some((peer, d)) => Verdict::Deny {
                         reason: format!(
                             "no source of Import {import_ref} is allowed (peer {peer}: {})",
-                            d.rule.map_or(&acl.default_reason, |r| &r.reason)
+                            d.rule.map_or((&acl.default_reason).into(), AclRule::reason)
                         )
                         .into(),
                         matched_by: Some(
-                            d.rule
-                                .map_or_else(|| acl.default_deny.clone(), |r| r.matched_by.clone()),
+                            d.rule.map_or(&acl.default_deny, |r| &r.matched_by).into(),
                         ),
                     },
                     None => Verdict::Deny {
                         reason: format!("Import {import_ref} has no source peer in the inventory")
                             .into(),
-                        matched_by: Some(acl.default_deny.clone()),
+                        matched_by: Some((&acl.default_deny).into()),
                     },
                 })
             }
@@ -399,7 +392,7 @@ impl Agent for Acl {
                 }
                 Ok(match first.and_then(|d| d.rule) {
                     Some(r) => {
-                        cx.allow_because(None, &r.matched_by, &r.reason);
+                        cx.allow_because(None, &r.matched_by, r.reason());
                         Verdict::Allow { matched_by: None }
                     }
                     None => Verdict::Deny {
@@ -408,7 +401,7 @@ impl Agent for Acl {
                             export.reference
                         )
                         .into(),
-                        matched_by: Some(acl.default_deny.clone()),
+                        matched_by: Some((&acl.default_deny).into()),
                     },
                 })
             }
@@ -426,12 +419,12 @@ impl Agent for Acl {
                 cx.services = services.into_iter().map(|(s, _)| s).collect();
                 Ok(match first {
                     Some(r) => {
-                        cx.allow_because(None, &r.matched_by, &r.reason);
+                        cx.allow_because(None, &r.matched_by, r.reason());
                         Verdict::Allow { matched_by: None }
                     }
                     None => Verdict::Deny {
                         reason: format!("peer {peer} may see no service (default deny)").into(),
-                        matched_by: Some(acl.default_deny.clone()),
+                        matched_by: Some((&acl.default_deny).into()),
                     },
                 })
             }
@@ -444,6 +437,34 @@ impl Agent for Acl {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_rules_sentence_names_its_kind_and_policy_short_or_long() {
+        let long = format!("ns/{}", "n".repeat(2 * crate::text::INLINE));
+        for name in [
+            "default/web",
+            "/guard",
+            long.as_str(),
+            long.trim_start_matches("ns"),
+        ] {
+            for (action, verb) in [(Action::Allow, "allowed"), (Action::Deny, "denied")] {
+                let privileged = name.starts_with('/');
+                let rule = AclRule {
+                    action,
+                    matched_by: Text::named(name),
+                    privileged,
+                };
+                let kind = match privileged {
+                    true => "PrivilegedAccessPolicy",
+                    false => "AccessPolicy",
+                };
+                let want = format!("{verb} by {kind} {}", name.trim_start_matches('/'));
+                assert_eq!(rule.reason().into_text().as_str(), want);
+                assert_eq!(rule.reason().to_string(), want);
+                assert_eq!(rule.reason().into_text().origin(), None);
+            }
+        }
+    }
 
     #[test]
     fn the_default_deny_texts_outlive_applies() {
@@ -470,8 +491,9 @@ mod tests {
         let first = deny();
         apply("web");
         apply("db");
-        // The same text, so this thread's same copy of it, after two more snapshots.
-        assert!(Arc::ptr_eq(&first, &deny()));
+        // The same text, of the same origin, after two more snapshots.
+        assert!(first.origin().is_some());
+        assert_eq!(first.origin(), deny().origin());
         assert_eq!(&*first, DEFAULT_DENY);
     }
 
@@ -484,7 +506,6 @@ mod tests {
                     action: Action::Allow,
                     matched_by: format!("r{i}").into(),
                     privileged: false,
-                    reason: "".into(),
                 })
                 .collect(),
         };

@@ -12,19 +12,80 @@ use crate::document::WasmAgentSpec;
 use crate::error::AgentError;
 use crate::event::{Event, Response};
 use crate::names::AgentName;
+use crate::text::Text;
 
-/// What an agent says about the event.
+/// What an agent says about the event. Its texts are borrowed from the snapshot where
+/// they live there: a verdict is a few words, passed back without copying texts, and a
+/// text is copied once, into the response.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Verdict<'s> {
     /// Nothing to say; the chain goes on.
     Continue,
     /// The agent allows (naming the policy, if one decided). Later agents may still deny.
-    Allow { matched_by: Option<Arc<str>> },
+    Allow { matched_by: Option<Held<'s>> },
     /// The agent denies: the chain ends.
     Deny {
-        reason: Arc<str>,
-        matched_by: Option<Arc<str>>,
+        reason: Held<'s>,
+        matched_by: Option<Held<'s>>,
     },
+}
+
+/// A text an agent hands the dispatcher: borrowed from the snapshot, made for this
+/// decision (boxed, so that a verdict stays small whatever it holds), or a fixed start and
+/// a snapshot's text, joined only if a response takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held<'s> {
+    Borrowed(&'s Text),
+    Owned(Box<Text>),
+    Joined(&'static str, &'s str),
+}
+
+impl Held<'_> {
+    pub fn into_text(self) -> Text {
+        match self {
+            Held::Borrowed(t) => t.clone(),
+            Held::Owned(t) => *t,
+            Held::Joined(a, b) => Text::joined(a, b),
+        }
+    }
+
+    pub fn to_text(&self) -> Text {
+        self.clone().into_text()
+    }
+}
+
+impl std::fmt::Display for Held<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::Borrowed(t) => f.write_str(t),
+            Held::Owned(t) => f.write_str(t),
+            Held::Joined(a, b) => write!(f, "{a}{b}"),
+        }
+    }
+}
+
+impl<'s> From<&'s Text> for Held<'s> {
+    fn from(t: &'s Text) -> Held<'s> {
+        Held::Borrowed(t)
+    }
+}
+
+impl From<Text> for Held<'_> {
+    fn from(t: Text) -> Self {
+        Held::Owned(Box::new(t))
+    }
+}
+
+impl From<String> for Held<'_> {
+    fn from(s: String) -> Self {
+        Held::Owned(Box::new(Text::from(s)))
+    }
+}
+
+impl From<&str> for Held<'_> {
+    fn from(s: &str) -> Self {
+        Held::Owned(Box::new(Text::new(s)))
+    }
 }
 
 /// The settled outcome of one chain, as observers see it.
@@ -32,9 +93,9 @@ pub struct Outcome<'a> {
     pub event: &'a Event,
     pub response: &'a Response,
     /// Agents whose subscription ran, with how long each took (when the engine has a ticker).
-    pub agent_nanos: &'a [(Arc<str>, u64)],
+    pub agent_nanos: &'a [(Text, u64)],
     /// Agents that failed (error, trap, time-out), whatever their failure mode.
-    pub failures: &'a [Arc<str>],
+    pub failures: &'a [Text],
     pub chain_nanos: Option<u64>,
     /// `ConnectionClosed`: the connection that was closed, if it was open.
     pub closed: Option<&'a crate::limits::Connection>,
@@ -62,7 +123,7 @@ pub trait Agent: Send + Sync {
     /// Decides on the event; `cx` carries the event, the snapshot and the shared state.
     /// A deny is a verdict, never an `Err`: an `Err` means the agent could not decide, and
     /// its subscription's failure mode applies.
-    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError>;
+    fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError>;
 
     /// Called once per event after the chain settles (not for dry-run decisions).
     fn observe(&self, _outcome: &Outcome<'_>) {}

@@ -16,7 +16,7 @@ use crate::rate_limiter::key_values;
 pub struct ConnectionLimiter;
 
 impl Agent for ConnectionLimiter {
-    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         match cx.event {
             Event::ConnectionClosed(e) => {
                 if !cx.dry_run {
@@ -30,7 +30,7 @@ impl Agent for ConnectionLimiter {
     }
 }
 
-fn reserve(cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+fn reserve<'s>(cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
     if cx.snapshot.conn_index.is_empty() {
         return Ok(Verdict::Continue);
     }
@@ -60,7 +60,7 @@ fn reserve(cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
             if full && p.spec.dry_run {
                 cx.would_deny(&p.name);
             } else if full {
-                return Ok(deny(p.name.clone(), max));
+                return Ok(deny(&p.name, max));
             }
             continue;
         }
@@ -76,7 +76,7 @@ fn reserve(cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
         }
         match runtime.counters.try_reserve(&p.name, &values, max, expires) {
             Some(guard) => cx.slots.push(guard),
-            None => return Ok(deny(p.name.clone(), max)),
+            None => return Ok(deny(&p.name, max)),
         }
     }
     Ok(Verdict::Continue)
@@ -86,13 +86,13 @@ fn guard_over(guard: &SlotGuard, max: u64) -> bool {
     guard.count() > max as i64
 }
 
-fn deny(name: std::sync::Arc<str>, max: u64) -> Verdict {
+fn deny(name: &crate::text::Text, max: u64) -> Verdict<'_> {
     Verdict::Deny {
         reason: format!(
             "connection limit ConnectionLimitPolicy {} reached ({max} open connections)",
             name.trim_start_matches('/')
         )
         .into(),
-        matched_by: Some(name),
+        matched_by: Some(name.into()),
     }
 }

@@ -1,7 +1,6 @@
 //! The shared state carried along an event's chain (SPEC §3.5).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -11,6 +10,7 @@ use crate::limits::SlotGuard;
 use crate::names::{PeerName, Time};
 use crate::runtime::Runtime;
 use crate::snapshot::{ExportEntry, ImportEntry, PeerEntry, Snapshot, SourceEntry};
+use crate::text::Text;
 
 /// A possible target peer of an egress connection: one of the Import's sources.
 #[derive(Clone, Copy, Debug)]
@@ -47,36 +47,14 @@ pub enum Scope<'s> {
     Closed,
 }
 
-/// A name held by an allow mark: borrowed from the snapshot where it lives there (no
-/// reference counting until it goes into the response), owned otherwise.
-#[derive(Clone, Debug)]
-pub enum Held<'s> {
-    Borrowed(&'s Arc<str>),
-    Owned(Arc<str>),
-}
-
-impl Held<'_> {
-    pub fn into_arc(self) -> Arc<str> {
-        match self {
-            Held::Borrowed(a) => a.clone(),
-            Held::Owned(a) => a,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Held::Borrowed(a) => a,
-            Held::Owned(a) => a,
-        }
-    }
-}
+pub use crate::agent::Held;
 
 /// An allow recorded by an agent: for one candidate (egress) or the whole event.
 #[derive(Clone, Debug)]
 pub struct AllowMark<'s> {
     pub peer: Option<&'s PeerName>,
     pub matched_by: Held<'s>,
-    pub agent: &'s Arc<str>,
+    pub agent: &'s Text,
     /// The sentence for the response; made from the others when absent.
     pub reason: Option<Held<'s>>,
 }
@@ -121,23 +99,23 @@ pub struct Context<'s> {
 pub struct Notes<'s> {
     /// The running agent's name, borrowed from the snapshot's chain: no reference
     /// counting per agent run.
-    pub(crate) current_agent: &'s Arc<str>,
+    pub(crate) current_agent: &'s Text,
     /// Policies that matched in the current agent (trace only).
-    pub(crate) matched: Vec<Arc<str>>,
-    pub(crate) would_deny: Vec<(Arc<str>, Arc<str>)>,
+    pub(crate) matched: Vec<Text>,
+    pub(crate) would_deny: Vec<(Text, Text)>,
     pub(crate) explain: bool,
 }
 
 impl Notes<'_> {
     /// Notes a policy that matched, for the trace.
-    pub fn matched(&mut self, policy: &Arc<str>) {
+    pub fn matched(&mut self, policy: &Text) {
         if self.explain {
             self.matched.push(policy.clone());
         }
     }
 
     /// A dry-run policy would have denied.
-    pub fn would_deny(&mut self, policy: &Arc<str>) {
+    pub fn would_deny(&mut self, policy: &Text) {
         self.would_deny
             .push((self.current_agent.clone(), policy.clone()));
     }
@@ -209,11 +187,11 @@ impl<'s> Context<'s> {
     }
 
     /// Records that the current agent allows `peer` (or the event, with `None`) by a policy.
-    pub fn allow(&mut self, peer: Option<&'s PeerName>, matched_by: Arc<str>) {
+    pub fn allow(&mut self, peer: Option<&'s PeerName>, matched_by: Held<'s>) {
         let agent = self.notes.current_agent;
         self.allows.push(AllowMark {
             peer,
-            matched_by: Held::Owned(matched_by),
+            matched_by,
             agent,
             reason: None,
         });
@@ -224,29 +202,25 @@ impl<'s> Context<'s> {
     pub fn allow_because(
         &mut self,
         peer: Option<&'s PeerName>,
-        matched_by: &'s Arc<str>,
-        reason: &'s Arc<str>,
+        matched_by: &'s Text,
+        reason: Held<'s>,
     ) {
-        // Read both reference counts now: plain loads, which the processor overlaps with
-        // the work that follows. The response clones these texts at the end, and an
-        // atomic add on a line still in memory would stall everything behind it.
-        std::hint::black_box(Arc::strong_count(matched_by) ^ Arc::strong_count(reason));
         let agent = self.notes.current_agent;
         self.allows.push(AllowMark {
             peer,
             matched_by: Held::Borrowed(matched_by),
             agent,
-            reason: Some(Held::Borrowed(reason)),
+            reason: Some(reason),
         });
     }
 
     /// Notes a policy that matched, for the trace.
-    pub fn note_match(&mut self, policy: &Arc<str>) {
+    pub fn note_match(&mut self, policy: &Text) {
         self.notes.matched(policy);
     }
 
     /// A dry-run policy would have denied.
-    pub fn would_deny(&mut self, policy: &Arc<str>) {
+    pub fn would_deny(&mut self, policy: &Text) {
         self.notes.would_deny(policy);
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::agent::{Agent, AgentLoader, Outcome, Verdict};
+use crate::agent::{Agent, AgentLoader, Held, Outcome, Verdict};
 use crate::context::{Candidate, Context, Notes, Scope, source_attrs};
 use crate::document::{DocKey, Document, FailureMode, parse_value};
 use crate::error::{ApplyError, EventError};
@@ -23,6 +23,7 @@ use crate::monitor::{Monitor, MonitorAgent};
 use crate::names::{AgentName, PeerName, Time};
 use crate::runtime::Runtime;
 use crate::snapshot::{BuildEnv, BuildError, Docs, Snapshot, build};
+use crate::text::Text;
 
 /// A monotonic clock reading in nanoseconds, for latency metrics. The core never reads
 /// a clock itself: the host passes one in (or none, and latencies are not measured).
@@ -111,13 +112,13 @@ pub fn default_subscriptions() -> Vec<Document> {
 }
 
 /// A deny: the reason, the policy that denied, the agent that denied (empty: none).
-type Denial = (Arc<str>, Option<Arc<str>>, Arc<str>);
+type Denial<'a> = (Held<'a>, Option<Held<'a>>, &'a Text);
 
 /// Sentences shared by many responses, made once.
 struct Texts {
-    empty: Arc<str>,
-    no_denial: Arc<str>,
-    acknowledged: Arc<str>,
+    empty: Text,
+    no_denial: Text,
+    acknowledged: Text,
 }
 
 pub struct Engine {
@@ -195,9 +196,9 @@ impl Engine {
         let empty = Snapshot::empty(&config.local_peer);
         Engine {
             texts: Texts {
-                empty: "".into(),
-                no_denial: "allowed: no agent denied".into(),
-                acknowledged: "acknowledged".into(),
+                empty: Text::default(),
+                no_denial: Text::new("allowed: no agent denied"),
+                acknowledged: Text::new("acknowledged"),
             },
             snapshot: ArcSwap::from_pointee(empty),
             id: ENGINES.fetch_add(1, Ordering::Relaxed),
@@ -366,7 +367,14 @@ impl Engine {
         now: Time,
         opts: DecideOptions,
     ) -> Result<Response, EventError> {
-        event.check()?;
+        // One value returned, from one place: the response is filled where the caller
+        // takes it (a response is a few hundred bytes: each move would copy it).
+        let mut result = event
+            .check()
+            .map(|()| Response::new(Decision::Deny, Text::default()));
+        let Ok(response) = &mut result else {
+            return result;
+        };
         // Latency is sampled: a thread's first decision and one in 256 after it are timed,
         // chain and agents. Timing every decision would cost more clock reads (about 30 ns
         // each on a VM) than some agents cost.
@@ -377,7 +385,8 @@ impl Engine {
             .filter(|_| sample())
             .map(|t| t());
         let current = self.current();
-        Ok(self.run(&current.snapshot, event, now, opts, start))
+        self.run(&current.snapshot, event, now, opts, start, response);
+        result
     }
 
     /// Puts a new snapshot in force: every decision that starts after this returns sees
@@ -426,6 +435,7 @@ impl Engine {
         cached
     }
 
+    /// Decides `event` on `snapshot` into `response`, and lets the chain observe it.
     fn run(
         &self,
         snapshot: &Snapshot,
@@ -433,28 +443,28 @@ impl Engine {
         now: Time,
         opts: DecideOptions,
         start: Option<u64>,
-    ) -> Response {
+        response: &mut Response,
+    ) {
         if matches!(event, Event::NewConnection(_)) && !opts.dry_run {
             self.runtime.connections.expire(now);
         }
         let chain = snapshot.chain(event.event_type());
         let mut tally = Tally::default();
-        // One response, returned from one place: it is built where the caller wants it
-        // instead of copied there.
-        let response = match resolve(snapshot, event) {
-            Ok(scope) => {
-                self.run_chain(snapshot, chain, event, scope, now, opts, start, &mut tally)
-            }
-            Err(reason) => unresolved(event, reason),
-        };
+        // One response, filled in place: a response is a few hundred bytes, and each
+        // function returning it would copy it.
+        match resolve(snapshot, event) {
+            Ok(scope) => self.run_chain(
+                snapshot, chain, event, scope, now, opts, start, &mut tally, response,
+            ),
+            Err(reason) => *response = unresolved(event, reason),
+        }
         let outcome = Outcome {
             agent_nanos: &tally.timings,
             failures: &tally.failures,
             closed: tally.closed.as_ref(),
-            ..Outcome::new(event, &response, now)
+            ..Outcome::new(event, response, now)
         };
         self.observe(chain, outcome, opts, start);
-        response
     }
 
     /// Runs the chain on a resolved event. The context lives in this call and is dropped
@@ -474,7 +484,8 @@ impl Engine {
         opts: DecideOptions,
         start: Option<u64>,
         tally: &mut Tally,
-    ) -> Response {
+        response: &mut Response,
+    ) {
         let runtime: &Runtime = &self.runtime;
         let Tally {
             timings, failures, ..
@@ -536,12 +547,9 @@ impl Engine {
                 }
                 Ok(Verdict::Deny { reason, matched_by }) => {
                     cx.decision = Some(Decision::Deny);
-                    // The trace's copy only when there is a trace; the agent's name as
-                    // this thread's copy (threads denying at once would otherwise all
-                    // write the one shared count).
-                    let detail = trace.as_ref().map(|_| reason.clone());
-                    let agent = thread_local_name(&link.agent_name);
-                    denial = Some((reason, matched_by, agent));
+                    // The trace's copy only when there is a trace.
+                    let detail = trace.as_ref().map(|_| reason.to_text());
+                    denial = Some((reason, matched_by, &link.agent_name));
                     ("deny", detail)
                 }
                 Err(e) => {
@@ -549,7 +557,7 @@ impl Engine {
                     let (outcome, reason) = failed(link, &e);
                     if link.failure_mode == FailureMode::Closed {
                         cx.decision = Some(Decision::Deny);
-                        denial = Some((reason.clone(), None, link.agent_name.clone()));
+                        denial = Some((reason.clone().into(), None, &link.agent_name));
                     }
                     (outcome, Some(reason))
                 }
@@ -570,12 +578,11 @@ impl Engine {
                 "no candidate peer left for Import {}",
                 import.key.reference()
             );
-            denial = Some((reason.into(), None, self.texts.empty.clone()));
+            denial = Some((reason.into(), None, &self.texts.empty));
         }
-        let mut response = self.respond(&mut cx, denial, opts);
+        self.respond(&mut cx, denial, opts, response);
         response.trace = trace;
         tally.closed = cx.closed.take();
-        response
     }
 
     fn respond(
@@ -583,18 +590,23 @@ impl Engine {
         cx: &mut Context<'_>,
         denial: Option<Denial>,
         opts: DecideOptions,
-    ) -> Response {
+        r: &mut Response,
+    ) {
         let event_type = cx.event.event_type();
-        // What decided, then the response, made once, in place.
+        // What decided, written where the response is.
         let denied = denial.is_some();
-        let (decision, reason, matched_by, decided_by, target) = match denial {
+        let mut target = None;
+        match denial {
             Some((reason, matched_by, agent)) => {
                 // The slots reserved drop with the context: nothing leaks.
-                let agent = (!agent.is_empty()).then_some(agent);
-                (Decision::Deny, reason, matched_by, agent, None)
+                r.decision = Decision::Deny;
+                r.reason = reason.into_text();
+                r.matched_by = matched_by.map(Held::into_text);
+                r.decided_by = (!agent.is_empty()).then(|| agent.clone());
             }
             None => {
-                let target = cx.target.map(|t| t.name().clone());
+                r.decision = Decision::Allow;
+                target = cx.target.map(|t| t.name().clone());
                 let position = match &target {
                     Some(t) => cx
                         .allows
@@ -608,35 +620,23 @@ impl Engine {
                 let closed = event_type == EventType::ConnectionClosed;
                 match mark {
                     Some(m) => {
-                        let reason = match m.reason {
-                            _ if closed => thread_local_name(&self.texts.acknowledged),
-                            Some(reason) => reason.into_arc(),
-                            None => {
-                                format!("allowed by {} ({})", m.matched_by.as_str(), m.agent).into()
-                            }
+                        r.reason = match m.reason {
+                            _ if closed => self.texts.acknowledged.clone(),
+                            Some(reason) => reason.into_text(),
+                            None => format!("allowed by {} ({})", m.matched_by, m.agent).into(),
                         };
-                        let agent = Some(thread_local_name(m.agent));
-                        (
-                            Decision::Allow,
-                            reason,
-                            Some(m.matched_by.into_arc()),
-                            agent,
-                            target,
-                        )
+                        r.matched_by = Some(m.matched_by.into_text());
+                        r.decided_by = Some(m.agent.clone());
                     }
                     None => {
-                        let text = match closed {
-                            true => &self.texts.acknowledged,
-                            false => &self.texts.no_denial,
+                        r.reason = match closed {
+                            true => self.texts.acknowledged.clone(),
+                            false => self.texts.no_denial.clone(),
                         };
-                        (Decision::Allow, thread_local_name(text), None, None, target)
                     }
                 }
             }
-        };
-        let mut r = Response::new(decision, reason);
-        r.matched_by = matched_by;
-        r.decided_by = decided_by;
+        }
         // Most decisions have neither: nothing made, nothing to drop.
         if !cx.notes.would_deny.is_empty() {
             r.would_deny = (cx.notes.would_deny.iter())
@@ -659,7 +659,7 @@ impl Engine {
                     r.target_peer = target;
                 }
                 if denied {
-                    return r;
+                    return;
                 }
                 r.rate_limit = cx.rate_limit.map(|b| RateLimit { bits_per_second: b });
                 if !opts.dry_run {
@@ -696,7 +696,6 @@ impl Engine {
             }
             Event::ConnectionClosed(_) => {}
         }
-        r
     }
 
     /// Lets every agent of the chain observe the outcome (its chain time filled in).
@@ -723,10 +722,10 @@ impl Engine {
 /// What a chain run leaves for the monitor besides the response.
 #[derive(Default)]
 struct Tally {
-    /// Sampled agent latencies.
-    timings: smallvec::SmallVec<[(Arc<str>, u64); 6]>,
+    /// Sampled agent latencies (empty, and nothing to drop, when not sampled).
+    timings: Vec<(Text, u64)>,
     /// Agents that failed.
-    failures: smallvec::SmallVec<[Arc<str>; 1]>,
+    failures: Vec<Text>,
     /// `ConnectionClosed`: the record of the connection that was closed, if it was open.
     closed: Option<crate::limits::Connection>,
 }
@@ -757,7 +756,7 @@ fn candidates<'s>(
 /// An agent that failed: its outcome in the trace and the sentence saying so.
 #[cold]
 #[inline(never)]
-fn failed(link: &crate::snapshot::Link, e: &crate::error::AgentError) -> (&'static str, Arc<str>) {
+fn failed(link: &crate::snapshot::Link, e: &crate::error::AgentError) -> (&'static str, Text) {
     match link.failure_mode {
         FailureMode::Closed => (
             "failed",
@@ -783,7 +782,7 @@ fn trace_step(
     link: &crate::snapshot::Link,
     outcome: &str,
     saw: crate::event::StateView,
-    detail: Option<Arc<str>>,
+    detail: Option<Text>,
 ) {
     let would_deny = cx
         .notes
@@ -804,53 +803,6 @@ fn trace_step(
         detail: detail.map(|d| d.to_string()).unwrap_or_default(),
     });
 }
-
-/// A copy of a shared text (an agent's name, the default deny's words) owned by this
-/// thread: responses carry texts whose reference counts only this thread touches, so
-/// threads deciding at once do not fight over one counter. Only for the few texts many
-/// decisions share: the cache holds 64, in 16 sets of 4 picked by the text's address, a
-/// text moving up its set each time it is found: finding a hot text takes a comparison or
-/// two, and a handful of hot texts do not evict each other. It keeps each original
-/// alive, so an address it holds cannot be reused for another text.
-pub(crate) fn thread_local_name(name: &Arc<str>) -> Arc<str> {
-    type Set = [Option<(Arc<str>, Arc<str>)>; NAME_WAYS];
-    thread_local! {
-        static NAMES: RefCell<[Set; NAME_SETS]> = const { RefCell::new([const { [None, None, None, None] }; NAME_SETS]) };
-    }
-    let set = name_set(name);
-    let local = NAMES.try_with(|names| {
-        let mut names = names.try_borrow_mut().ok()?;
-        let set = names.get_mut(set)?;
-        // Found: moved one place up, so the texts asked for most stay in front. Not
-        // found: made and put in front, the others moved down, the last given up.
-        for at in 0..NAME_WAYS {
-            if let Some(Some((original, local))) = set.get(at)
-                && Arc::ptr_eq(original, name)
-            {
-                let local = local.clone();
-                if at > 0 {
-                    set.swap(at - 1, at);
-                }
-                return Some(local);
-            }
-        }
-        let local: Arc<str> = Arc::from(&**name);
-        set.rotate_right(1);
-        *set.first_mut()? = Some((name.clone(), local.clone()));
-        Some(local)
-    });
-    // Only while the thread's storage is torn down: the shared text itself.
-    local.ok().flatten().unwrap_or_else(|| name.clone())
-}
-
-/// The set of [`thread_local_name`]'s cache a text goes in, by its address.
-fn name_set(name: &Arc<str>) -> usize {
-    let address = Arc::as_ptr(name).cast::<u8>() as usize;
-    (address >> 4 ^ address >> 10) % NAME_SETS
-}
-
-const NAME_SETS: usize = 16;
-const NAME_WAYS: usize = 4;
 
 /// Engines made so far: each takes the next number.
 static ENGINES: AtomicU64 = AtomicU64::new(0);
@@ -941,52 +893,4 @@ fn unresolved(event: &Event, reason: String) -> Response {
         _ => {}
     }
     r
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-    use super::*;
-
-    #[test]
-    fn a_thread_gets_its_own_copy_of_a_shared_text_and_keeps_reusing_it() {
-        let texts: Vec<Arc<str>> = (0..40).map(|i| Arc::from(format!("text {i}"))).collect();
-        let first: Vec<Arc<str>> = texts.iter().map(thread_local_name).collect();
-        for (t, c) in texts.iter().zip(&first) {
-            assert_eq!(**t, **c);
-            assert!(!Arc::ptr_eq(t, c), "a copy, not the shared text");
-        }
-        // The most recent ones are still held (4 a set, most recent first): asking again
-        // gives the same copy, from another thread a different one.
-        let last = texts.last().unwrap();
-        assert!(Arc::ptr_eq(&thread_local_name(last), first.last().unwrap()));
-        let elsewhere = std::thread::scope(|s| s.spawn(|| thread_local_name(last)).join().unwrap());
-        assert!(!Arc::ptr_eq(&elsewhere, first.last().unwrap()));
-        assert_eq!(*elsewhere, **last);
-        // A few hot texts asked for in turn stay cached: no new copy once made.
-        let hot = &texts[..4];
-        let made: Vec<Arc<str>> = hot.iter().map(thread_local_name).collect();
-        for _ in 0..10 {
-            for (t, m) in hot.iter().zip(&made) {
-                assert!(Arc::ptr_eq(&thread_local_name(t), m));
-            }
-        }
-        // Four texts of one set, each new one made right after the last: all four stay.
-        let many: Vec<Arc<str>> = (0..2000)
-            .map(|i| Arc::from(format!("same set {i}")))
-            .collect();
-        let target = name_set(&many[0]);
-        let same: Vec<&Arc<str>> = many
-            .iter()
-            .filter(|t| name_set(t) == target)
-            .take(4)
-            .collect();
-        assert_eq!(same.len(), 4);
-        let made: Vec<Arc<str>> = same.iter().map(|t| thread_local_name(t)).collect();
-        for _ in 0..10 {
-            for (t, m) in same.iter().zip(&made) {
-                assert!(Arc::ptr_eq(&thread_local_name(t), m));
-            }
-        }
-    }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EventError;
 use crate::names::{ConnectionId, Namespace, PeerName, ServiceName};
+use crate::text::Text;
 
 /// The four event types of SPEC §2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -214,8 +215,8 @@ pub struct RateLimit {
 /// A dry-run policy that would have denied (SPEC §3.1, §3.4).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WouldDeny {
-    pub agent: Arc<str>,
-    pub policy: Arc<str>,
+    pub agent: Text,
+    pub policy: Text,
 }
 
 /// The engine's answer. Absent fields are left out of the JSON.
@@ -235,10 +236,10 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_id: Option<ConnectionId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub matched_by: Option<Arc<str>>,
+    pub matched_by: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<Arc<str>>,
-    pub reason: Arc<str>,
+    pub decided_by: Option<Text>,
+    pub reason: Text,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub would_deny: Vec<WouldDeny>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -249,7 +250,7 @@ pub struct Response {
 
 impl Response {
     /// A decision and its reason, with nothing else.
-    pub fn new(decision: Decision, reason: Arc<str>) -> Response {
+    pub fn new(decision: Decision, reason: Text) -> Response {
         Response {
             decision,
             target_peer: None,
@@ -286,7 +287,7 @@ pub struct StateView {
 /// One agent run: what it saw, what it did, which policies matched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceEntry {
-    pub agent: Arc<str>,
+    pub agent: Text,
     pub subscription: Arc<str>,
     pub priority: u32,
     /// `continue`, `allow`, `deny`, `failed` (closed: counted as deny), `skipped` (failed, open).
@@ -294,9 +295,9 @@ pub struct TraceEntry {
     pub saw: StateView,
     pub left: StateView,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub matched: Vec<Arc<str>>,
+    pub matched: Vec<Text>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub would_deny: Vec<Arc<str>>,
+    pub would_deny: Vec<Text>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
 }

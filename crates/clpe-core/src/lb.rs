@@ -53,7 +53,7 @@ fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
 }
 
 impl Agent for LoadBalancer {
-    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         let Scope::Egress { import } = cx.scope else {
             return Ok(Verdict::Continue);
         };
@@ -85,7 +85,7 @@ impl Agent for LoadBalancer {
                     import.key.reference()
                 )
                 .into(),
-                matched_by: choice.policy.map(|p| p.matched_by.clone()),
+                matched_by: choice.policy.map(|p| (&p.matched_by).into()),
             });
         };
         if pool_is_reachable {
@@ -101,7 +101,7 @@ impl Agent for LoadBalancer {
     }
 }
 
-fn no_candidate(import: &ImportEntry) -> Verdict {
+fn no_candidate(import: &ImportEntry) -> Verdict<'static> {
     Verdict::Deny {
         reason: format!(
             "no candidate peer left for Import {}",

@@ -25,6 +25,7 @@ pub mod runtime;
 pub mod scenario;
 pub mod selector;
 pub mod snapshot;
+pub mod text;
 
 pub use agent::{Agent, AgentLoader, Outcome, Verdict};
 pub use context::Context;
@@ -33,3 +34,4 @@ pub use document::{DocKey, Document, Kind, parse_documents};
 pub use error::{AgentError, ApplyError, DocError, EventError};
 pub use event::{Decision, Event, EventType, Response};
 pub use names::{AgentName, ConnectionId, Namespace, PeerName, ServiceName, Time};
+pub use text::Text;

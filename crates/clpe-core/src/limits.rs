@@ -70,7 +70,7 @@ fn tuple_hash(policy: &str, values: &[&str]) -> u64 {
 }
 
 struct CounterEntry {
-    policy: Arc<str>,
+    policy: Box<str>,
     values: Box<[Box<str>]>,
     count: Arc<AtomicI64>,
 }
@@ -90,14 +90,14 @@ impl Default for Counters {
 
 impl Counters {
     /// The counter of `(policy, values)`, made on first use.
-    pub fn counter(&self, policy: &Arc<str>, values: &[&str]) -> Arc<AtomicI64> {
+    pub fn counter(&self, policy: &str, values: &[&str]) -> Arc<AtomicI64> {
         let hash = tuple_hash(policy, values);
         let Some(shard) = self.shards.get(shard_index(hash)) else {
             return Arc::default();
         };
         let mut table = shard.lock();
         let eq = |e: &CounterEntry| {
-            *e.policy == **policy
+            *e.policy == *policy
                 && e.values.len() == values.len()
                 && e.values.iter().zip(values).all(|(a, b)| &**a == *b)
         };
@@ -111,7 +111,7 @@ impl Counters {
             });
         }
         let entry = CounterEntry {
-            policy: policy.clone(),
+            policy: Box::from(policy),
             values: values.iter().map(|v| Box::from(*v)).collect(),
             count: Arc::default(),
         };
@@ -126,7 +126,7 @@ impl Counters {
     /// Reserves one slot under `max`, or `None` when the counter is full.
     pub fn try_reserve(
         &self,
-        policy: &Arc<str>,
+        policy: &str,
         values: &[&str],
         max: u64,
         expires: Time,
@@ -141,7 +141,7 @@ impl Counters {
     }
 
     /// The current count, without reserving (dry runs, metrics).
-    pub fn current(&self, policy: &Arc<str>, values: &[&str]) -> i64 {
+    pub fn current(&self, policy: &str, values: &[&str]) -> i64 {
         self.counter(policy, values).load(Ordering::Acquire)
     }
 }

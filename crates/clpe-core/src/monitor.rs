@@ -30,6 +30,7 @@ use crate::event::{
 use crate::limits::Padded;
 use crate::names::{ConnectionId, Namespace, PeerName, ServiceName, Time};
 use crate::runtime::Runtime;
+use crate::text::Text;
 
 const SHARDS: usize = 16;
 
@@ -83,12 +84,11 @@ impl Histogram {
     }
 }
 
-/// The address of a shared name (a policy's `matched_by`, an agent's name), 0 for none:
-/// counting by address needs no string hashing and no reference-count traffic on the
-/// hot path. Equal strings at different addresses (from two snapshots) are merged when
-/// rendering.
-fn addr(name: Option<&Arc<str>>) -> usize {
-    name.map_or(0, |n| Arc::as_ptr(n) as *const u8 as usize)
+/// The origin of a name (a policy's `matched_by`, an agent's name, see [`Text`]), 0 for
+/// none: counting by origin needs no string hashing on the hot path. Equal names of
+/// different origins (from two snapshots) are merged when rendering.
+fn origin(name: Option<&Text>) -> u64 {
+    name.and_then(Text::origin).unwrap_or(0)
 }
 
 /// Bytes sent, bytes received, connections closed.
@@ -119,12 +119,12 @@ impl Tally for Histogram {
     }
 }
 
-/// A count's key: a small tag (an event type and decision, or nothing) and the addresses
-/// of up to two names (see [`addr`]).
-type Key<T> = (T, usize, usize);
+/// A count's key: a small tag (an event type and decision, or nothing) and the origins
+/// of up to two names (see [`origin`]).
+type Key<T> = (T, u64, u64);
 
 /// The same key by name.
-type Named<T> = (T, Option<Arc<str>>, Option<Arc<str>>);
+type Named<T> = (T, Option<Text>, Option<Text>);
 
 /// Counts by [`Key`] in one array, probed linearly from the key's hash and at most half
 /// full, the key beside its count: finding a count reads one cache line, where a
@@ -204,27 +204,26 @@ impl<T: Copy + Eq + std::hash::Hash, V: Default> Table<T, V> {
     }
 }
 
-/// Below this many keys by address (a MiB of counts) a shard never folds (see
-/// [`ByAddress`]): folding sooner only to count the same names again is wasted work.
+/// Below this many keys by origin (a MiB of counts) a shard never folds (see
+/// [`ByOrigin`]): folding sooner only to count the same names again is wasted work.
 const FOLD_AT: usize = 16 * 1024;
 
-/// Counts keyed by the addresses of shared names (see [`addr`]), and the names behind
-/// those addresses. Every snapshot brings names at new addresses, so keys pile up as
-/// policies change: past a bound (twice the distinct names seen, at least [`FOLD_AT`])
-/// the counts are folded into counts by name and counting by address starts again. A
-/// fold costs its length and comes only after as many new addresses: amortised O(1),
-/// and memory bounded by the names in use.
-struct ByAddress<T, V> {
+/// Counts keyed by the origins of names (see [`origin`]), and the names behind those
+/// origins. Every snapshot brings names of new origins, so keys pile up as policies
+/// change: past a bound (twice the distinct names seen, at least [`FOLD_AT`]) the counts
+/// are folded into counts by name and counting by origin starts again. A fold costs its
+/// length and comes only after as many new origins: amortised O(1), and memory bounded by
+/// the names in use. A name without an origin is counted by name straight away.
+struct ByOrigin<T, V> {
     live: Table<T, V>,
-    /// INVARIANT: the name at every address a key in `live` holds (but 0), kept so that
-    /// the address cannot be reused for another string while it is a key.
-    names: FxHashMap<usize, Arc<str>>,
+    /// INVARIANT: the name of every origin a key in `live` holds (but 0).
+    names: FxHashMap<u64, Text>,
     folded: FxHashMap<Named<T>, V>,
 }
 
-impl<T, V> Default for ByAddress<T, V> {
+impl<T, V> Default for ByOrigin<T, V> {
     fn default() -> Self {
-        ByAddress {
+        ByOrigin {
             live: Table::default(),
             names: FxHashMap::default(),
             folded: FxHashMap::default(),
@@ -232,16 +231,17 @@ impl<T, V> Default for ByAddress<T, V> {
     }
 }
 
-impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
+impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByOrigin<T, V> {
     /// Updates the count of (`tag`, `a`, `b`).
-    fn update(
-        &mut self,
-        tag: T,
-        a: Option<&Arc<str>>,
-        b: Option<&Arc<str>>,
-        f: impl FnOnce(&mut V),
-    ) {
-        let key = (tag, addr(a), addr(b));
+    fn update(&mut self, tag: T, a: Option<&Text>, b: Option<&Text>, f: impl FnOnce(&mut V)) {
+        let key = (tag, origin(a), origin(b));
+        let unnamed = |n: Option<&Text>| n.is_some_and(|n| n.origin().is_none());
+        if unnamed(a) || unnamed(b) {
+            return f(self
+                .folded
+                .entry((tag, a.cloned(), b.cloned()))
+                .or_default());
+        }
         match self.live.get_mut(&key) {
             Some(v) => f(v),
             None => self.insert(key, [a, b], f),
@@ -249,7 +249,7 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
     }
 
     #[cold]
-    fn insert(&mut self, key: Key<T>, names: [Option<&Arc<str>>; 2], f: impl FnOnce(&mut V)) {
+    fn insert(&mut self, key: Key<T>, names: [Option<&Text>; 2], f: impl FnOnce(&mut V)) {
         if self.live.len >= FOLD_AT.max(2 * self.folded.len()) {
             for ((tag, a, b), v) in self.live.take() {
                 let name = |a| self.names.get(&a).cloned();
@@ -262,7 +262,7 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
         }
         for name in names.into_iter().flatten() {
             self.names
-                .entry(addr(Some(name)))
+                .entry(origin(Some(name)))
                 .or_insert_with(|| name.clone());
         }
         if let Some(v) = self.live.insert(key) {
@@ -271,7 +271,7 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
     }
 
     /// Every count with its names (one name may come more than once).
-    fn iter(&self) -> impl Iterator<Item = (T, Option<&Arc<str>>, Option<&Arc<str>>, &V)> {
+    fn iter(&self) -> impl Iterator<Item = (T, Option<&Text>, Option<&Text>, &V)> {
         let live = self
             .live
             .iter()
@@ -288,13 +288,13 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByAddress<T, V> {
 struct Shard {
     events: [u64; 4],
     /// By (event type, decision), deciding agent, matched policy.
-    decisions: ByAddress<(EventType, Decision), u64>,
+    decisions: ByOrigin<(EventType, Decision), u64>,
     chain: Histogram,
     /// By agent.
-    agents: ByAddress<(), Histogram>,
-    failures: FxHashMap<Arc<str>, u64>,
+    agents: ByOrigin<(), Histogram>,
+    failures: FxHashMap<Text, u64>,
     /// By agent and policy.
-    would_deny: ByAddress<(), u64>,
+    would_deny: ByOrigin<(), u64>,
     bytes: HashTable<BytesEntry>,
 }
 
@@ -354,9 +354,9 @@ struct Totals {
     /// (event type, decision, agent, policy) → (decision, count).
     decisions: BTreeMap<(EventType, &'static str, String, String), (Decision, u64)>,
     chain: Histogram,
-    agents: BTreeMap<Arc<str>, Histogram>,
-    failures: BTreeMap<Arc<str>, u64>,
-    would_deny: BTreeMap<(Arc<str>, Arc<str>), u64>,
+    agents: BTreeMap<Text, Histogram>,
+    failures: BTreeMap<Text, u64>,
+    would_deny: BTreeMap<(Text, Text), u64>,
     /// (source service, target peer) → (bytes sent, bytes received, closes).
     bytes: BTreeMap<(Box<str>, Box<str>), Bytes>,
 }
@@ -644,7 +644,7 @@ impl Monitor {
     }
 }
 
-fn name(n: Option<&Arc<str>>) -> String {
+fn name(n: Option<&Text>) -> String {
     n.map_or("", |n| n).to_owned()
 }
 
@@ -685,7 +685,7 @@ fn escape(v: &str) -> String {
 pub struct MonitorAgent(pub Arc<Monitor>);
 
 impl Agent for MonitorAgent {
-    fn decide(&self, _cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    fn decide<'s>(&self, _cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         Ok(Verdict::Continue)
     }
 
@@ -1197,9 +1197,9 @@ fn decode(seq: u64, time: u64, bytes: &[u8]) -> Option<LogEntry> {
     // In the order they were written.
     let target_peer = rd.opt()?.map(PeerName::from);
     let connection_id = rd.opt()?.map(ConnectionId::from);
-    let matched_by = rd.opt()?.map(Arc::from);
-    let decided_by = rd.opt()?.map(Arc::from);
-    let reason = Arc::from(rd.str()?);
+    let matched_by = rd.opt()?.map(Text::new);
+    let decided_by = rd.opt()?.map(Text::new);
+    let reason = Text::new(rd.str()?);
     let mut response = Response {
         target_peer,
         connection_id,
@@ -1234,8 +1234,8 @@ fn decode(seq: u64, time: u64, bytes: &[u8]) -> Option<LogEntry> {
     let services = rd.list(services_n, str::to_owned)?;
     for _ in 0..would_n {
         response.would_deny.push(WouldDeny {
-            agent: Arc::from(rd.str()?),
-            policy: Arc::from(rd.str()?),
+            agent: Text::new(rd.str()?),
+            policy: Text::new(rd.str()?),
         });
     }
     response.target_peers = (flags & TARGET_PEERS != 0).then_some(target_peers);

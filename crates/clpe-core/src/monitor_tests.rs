@@ -205,14 +205,14 @@ fn threads_log_apart_and_the_latest_are_merged_by_time() {
 }
 
 proptest! {
-    /// The table counts as a map does, whatever the keys' addresses and order.
+    /// The table counts as a map does, whatever the keys' origins and order.
     #[test]
-    fn the_table_counts_as_a_map_does(keys in prop::collection::vec((0..4u8, 0..300usize, 0..3usize), 0..2000)) {
+    fn the_table_counts_as_a_map_does(keys in prop::collection::vec((0..4u8, 0..300u64, 0..3u64), 0..2000)) {
         let mut table: Table<u8, u64> = Table::default();
         let mut model: std::collections::HashMap<Key<u8>, u64> = Default::default();
         for (tag, a, b) in keys {
-            // Addresses as they come: multiples of 8 (or 0).
-            let key = (tag, a * 8, b * 8);
+            // Origins as they come: any numbers (or 0).
+            let key = (tag, a * 7, b * 7);
             match table.get_mut(&key) {
                 Some(n) => *n += 1,
                 None => *table.insert(key).unwrap() += 1,
@@ -237,7 +237,7 @@ fn a_decision_count_takes_32_bytes() {
 }
 
 /// Totals by name, as rendering adds them up.
-fn by_name(counts: &ByAddress<(), u64>) -> BTreeMap<(String, String), u64> {
+fn by_name(counts: &ByOrigin<(), u64>) -> BTreeMap<(String, String), u64> {
     let mut out = BTreeMap::new();
     for (_, a, b, n) in counts.iter() {
         *out.entry((name(a), name(b))).or_default() += n;
@@ -246,16 +246,16 @@ fn by_name(counts: &ByAddress<(), u64>) -> BTreeMap<(String, String), u64> {
 }
 
 #[test]
-fn counts_by_address_fold_into_counts_by_name_as_snapshots_come_and_go() {
-    let mut counts: ByAddress<(), u64> = ByAddress::default();
-    let agent: Arc<str> = "acl".into();
+fn counts_by_origin_fold_into_counts_by_name_as_snapshots_come_and_go() {
+    let mut counts: ByOrigin<(), u64> = ByOrigin::default();
+    let agent = Text::named("acl");
     let mut want = BTreeMap::new();
     let mut largest = 0;
     // Snapshots of as many policies as a shard counts before folding: each brings every
-    // name at a new address.
+    // name of a new origin.
     let n = FOLD_AT;
     for snapshot in 0..8 {
-        let policies: Vec<Arc<str>> = (0..n).map(|p| format!("ns/p{p}").into()).collect();
+        let policies: Vec<Text> = (0..n).map(|p| Text::named(&format!("ns/p{p}"))).collect();
         for round in 0..3 {
             for (p, policy) in policies.iter().enumerate() {
                 if (p + round + snapshot) % 3 == 0 {
@@ -268,35 +268,47 @@ fn counts_by_address_fold_into_counts_by_name_as_snapshots_come_and_go() {
             }
         }
         largest = largest.max(counts.live.len);
-        // Every address a live key holds is kept, and no other.
-        let addrs: std::collections::BTreeSet<usize> = counts
+        // Every origin a live key holds is named, and no other.
+        let origins: std::collections::BTreeSet<u64> = counts
             .live
             .iter()
             .flat_map(|((_, a, b), _)| [*a, *b])
             .collect();
-        assert_eq!(addrs, counts.names.keys().copied().collect());
-        assert!(counts.names.iter().all(|(a, n)| *a == addr(Some(n))));
+        assert_eq!(origins, counts.names.keys().copied().collect());
+        assert!(counts.names.iter().all(|(a, n)| *a == origin(Some(n))));
     }
     assert_eq!(by_name(&counts), want);
-    // Bounded by the names in use, not by the addresses seen.
+    // Bounded by the names in use, not by the origins seen.
     assert_eq!(counts.folded.len(), n);
     assert!(largest <= 2 * n, "{largest}");
 }
 
 #[test]
-fn counts_keep_no_address_of_a_fold() {
-    // A name counted, folded, then dropped by its snapshot: its address may be reused,
-    // and a new name there is counted apart.
-    let mut counts: ByAddress<(), u64> = ByAddress::default();
+fn names_without_an_origin_are_counted_by_name_with_those_of_one() {
+    // Names a WASM agent gives have no origin: counted by name, and added up with the
+    // same names of an origin.
+    let mut counts: ByOrigin<(), u64> = ByOrigin::default();
+    let agent = Text::named("geo");
+    let named: Vec<Text> = (0..1500).map(|i| Text::named(&format!("p{i}"))).collect();
     for i in 0..5000 {
-        let policy: Arc<str> = format!("p{}", i % 1500).into();
-        counts.update((), None, Some(&policy), |n| *n += 1);
+        let policy = match (i / 1500) % 2 {
+            0 => Text::new(&named[i % 1500]),
+            _ => named[i % 1500].clone(),
+        };
+        counts.update((), Some(&agent), Some(&policy), |n| *n += 1);
     }
     let totals = by_name(&counts);
     assert_eq!(totals.len(), 1500);
-    assert!(totals.iter().all(
-        |((a, p), n)| a.is_empty() && *n == 3 + u64::from(p[1..].parse::<u64>().unwrap() < 500)
-    ));
+    assert!(
+        totals
+            .iter()
+            .all(|((a, p), n)| a == "geo"
+                && *n == 3 + u64::from(p[1..].parse::<u64>().unwrap() < 500))
+    );
+    assert!(counts.names.values().all(|n| n.origin().is_some()));
+    let unnamed = |p: &Option<Text>| p.as_ref().is_some_and(|p| p.origin().is_none());
+    assert!(counts.folded.keys().all(|(_, _, p)| unnamed(p)));
+    assert_eq!(counts.live.len, 1500);
 }
 
 #[test]

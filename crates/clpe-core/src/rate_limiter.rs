@@ -1,7 +1,6 @@
 //! The `rate-limiter` agent (SPEC §3.4): GCRA per policy and key tuple, bandwidth caps.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -18,7 +17,7 @@ use crate::names::Time;
 const SHARDS: usize = 32;
 
 struct Bucket {
-    policy: Arc<str>,
+    policy: Box<str>,
     values: Box<[Box<str>]>,
     /// GCRA's theoretical arrival time, nanoseconds.
     tat: u64,
@@ -60,7 +59,7 @@ impl RateBuckets {
     /// Whether one more connection conforms at `now`; when `take`, it is counted.
     pub fn check(
         &self,
-        policy: &Arc<str>,
+        policy: &str,
         values: &[&str],
         interval: u64,
         burst: u64,
@@ -78,7 +77,7 @@ impl RateBuckets {
         }
         let tolerance = interval.saturating_mul(burst.saturating_sub(1));
         let eq = |b: &Bucket| {
-            *b.policy == **policy
+            *b.policy == *policy
                 && b.values.len() == values.len()
                 && b.values.iter().zip(values).all(|(a, b)| &**a == *b)
         };
@@ -92,7 +91,7 @@ impl RateBuckets {
                 Some(b) => b.tat = next,
                 None => {
                     let bucket = Bucket {
-                        policy: policy.clone(),
+                        policy: Box::from(policy),
                         values: values.iter().map(|v| Box::from(*v)).collect(),
                         tat: next,
                     };
@@ -137,7 +136,7 @@ pub(crate) fn key_values<'a>(
 pub struct RateLimiter;
 
 impl Agent for RateLimiter {
-    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         if !matches!(cx.event, Event::NewConnection(_)) || cx.snapshot.rate_index.is_empty() {
             return Ok(Verdict::Continue);
         }
@@ -180,7 +179,7 @@ impl Agent for RateLimiter {
                         p.spec.connections_per_second,
                         p.spec.burst
                     ).into(),
-                    matched_by: Some(p.name.clone()),
+                    matched_by: Some((&p.name).into()),
                 });
             }
             if let Some(bw) = p.spec.bandwidth {

@@ -23,6 +23,7 @@ use crate::event::EventType;
 use crate::index::{MatchIndex, Rule};
 use crate::names::{AgentName, PeerName, Priority};
 use crate::selector::Selector;
+use crate::text::Text;
 
 pub type Docs = BTreeMap<DocKey, Arc<Document>>;
 
@@ -157,7 +158,7 @@ pub struct ImportEntry {
 
 #[derive(Debug)]
 pub struct LbEntry {
-    pub matched_by: Arc<str>,
+    pub matched_by: Text,
     pub spec: Arc<LbSpec>,
     pub counter: Arc<AtomicU64>,
     /// Names this policy's random sequence (its reference, hashed).
@@ -166,13 +167,13 @@ pub struct LbEntry {
 
 #[derive(Debug)]
 pub struct ConnLimitEntry {
-    pub name: Arc<str>,
+    pub name: Text,
     pub spec: Arc<ConnectionLimitSpec>,
 }
 
 #[derive(Debug)]
 pub struct RateLimitEntry {
-    pub name: Arc<str>,
+    pub name: Text,
     pub spec: Arc<RateLimitSpec>,
     /// GCRA emission interval, nanoseconds (at least 1).
     pub interval: u64,
@@ -182,7 +183,8 @@ pub struct RateLimitEntry {
 #[derive(Clone)]
 pub struct Link {
     pub subscription: Arc<str>,
-    pub agent_name: Arc<str>,
+    /// The agent's name, with an origin: what the monitor counts the agent by.
+    pub agent_name: Text,
     pub agent: Arc<dyn Agent>,
     pub priority: Priority,
     pub failure_mode: FailureMode,
@@ -489,7 +491,7 @@ pub fn build(
                 continue;
             };
             let from = selectors(&lb.from, &sets, lb_doc, "spec.from").map_err(invalid)?;
-            let matched_by: Arc<str> = lb_doc.key.reference().into();
+            let matched_by = Text::named(&lb_doc.key.reference());
             let counter = prev_import
                 .and_then(|p| p.lb_policies.iter().find(|e| e.matched_by == matched_by))
                 .map(|e| e.counter.clone())
@@ -499,7 +501,7 @@ pub fn build(
                 to: Box::new([Arc::new(Selector::everything())]),
             });
             lb_policies.push(LbEntry {
-                salt: crate::runtime::stable_hash(&[&matched_by]),
+                salt: crate::runtime::stable_hash(&[matched_by.as_str()]),
                 matched_by,
                 spec: lb.clone(),
                 counter,
@@ -535,7 +537,7 @@ pub fn build(
                     to: selectors(&spec.to, &sets, doc, "spec.to").map_err(invalid)?,
                 });
                 conn_limits.push(ConnLimitEntry {
-                    name: doc.key.reference().into(),
+                    name: Text::named(&doc.key.reference()),
                     spec: spec.clone(),
                 });
             }
@@ -546,7 +548,7 @@ pub fn build(
                 });
                 let interval = (1e9 / spec.connections_per_second).round().max(1.0) as u64;
                 rate_limits.push(RateLimitEntry {
-                    name: doc.key.reference().into(),
+                    name: Text::named(&doc.key.reference()),
                     spec: spec.clone(),
                     interval,
                 });
@@ -645,7 +647,7 @@ pub fn build(
         }
         chain.push(Link {
             subscription: Arc::from(doc.key.name.as_str()),
-            agent_name: Arc::from(sub.agent.as_str()),
+            agent_name: Text::named(sub.agent.as_str()),
             agent,
             priority: sub.priority,
             failure_mode: sub.failure_mode,

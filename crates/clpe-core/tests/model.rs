@@ -157,7 +157,7 @@ proptest! {
             }
             engine.runtime().connections.expire(now);
             open.retain(|_, exp| *exp > now.0);
-            let counted = engine.runtime().counters.current(&"/three".into(), &[]);
+            let counted = engine.runtime().counters.current("/three", &[]);
             prop_assert_eq!(counted, open.len() as i64);
             records.retain(|_, exp| *exp > now.0);
             prop_assert_eq!(engine.runtime().connections.open(), records.len() as i64);

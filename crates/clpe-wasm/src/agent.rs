@@ -68,7 +68,7 @@ impl WasmAgent {
 }
 
 impl Agent for WasmAgent {
-    fn decide(&self, cx: &mut Context<'_>) -> Result<Verdict, AgentError> {
+    fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         let mut slot = self.take()?;
         let source = Source {
             agent: &self.name,

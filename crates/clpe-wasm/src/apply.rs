@@ -2,8 +2,6 @@
 //! breaks a rule changes nothing (the agent failed), then removals, the target, the
 //! order of preference, annotations, and the verdict.
 
-use std::sync::Arc;
-
 use clpe_agent_sdk::{ReplyView, Verdict as Guest};
 use clpe_core::Verdict;
 use clpe_core::context::{Candidate, Context};
@@ -143,11 +141,11 @@ fn find<'s>(cx: &Context<'s>, name: &str) -> Option<Candidate<'s>> {
 }
 
 /// Applies a reply; returns the verdict for the dispatcher.
-pub(crate) fn apply(
-    cx: &mut Context<'_>,
+pub(crate) fn apply<'s>(
+    cx: &mut Context<'s>,
     r: &ReplyView<'_>,
     agent: &str,
-) -> Result<Verdict, CallError> {
+) -> Result<Verdict<'s>, CallError> {
     if r.verdict == Guest::Fail {
         return Err(CallError::Failed(
             r.reason
@@ -179,7 +177,7 @@ pub(crate) fn apply(
     for (k, v) in r.annotations.iter() {
         (cx.annotations.get_or_insert_default()).insert(k.to_owned(), v.to_owned());
     }
-    let matched_by = r.matched_by.map(Arc::from);
+    let matched_by = r.matched_by.map(clpe_core::agent::Held::from);
     Ok(match r.verdict {
         Guest::Continue | Guest::Fail => Verdict::Continue,
         Guest::Allow => Verdict::Allow { matched_by },
