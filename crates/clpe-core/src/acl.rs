@@ -20,9 +20,10 @@ use crate::attrs::Attrs;
 use crate::context::{Context, Notes, Scope};
 use crate::document::{Action, Document, Kind, Spec, Workload};
 use crate::error::{AgentError, DocError};
+use crate::event::{Direction, EventType};
 use crate::index::{MatchIndex, Rule};
 use crate::selector::Selector;
-use crate::snapshot::Docs;
+use crate::snapshot::{Docs, Snapshot};
 use crate::text::Text;
 
 pub const DEFAULT_DENY: &str = "<default deny>";
@@ -306,6 +307,15 @@ impl Acl {
 }
 
 impl Agent for Acl {
+    /// A closed connection has nothing to allow or deny.
+    fn idle(&self, _: &Snapshot, event: EventType, _: Option<Direction>) -> bool {
+        event == EventType::ConnectionClosed
+    }
+
+    fn observes(&self) -> bool {
+        false
+    }
+
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         let snapshot = cx.snapshot;
         let acl = &snapshot.acl;

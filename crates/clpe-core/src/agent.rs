@@ -10,8 +10,9 @@ use std::sync::Arc;
 use crate::context::Context;
 use crate::document::WasmAgentSpec;
 use crate::error::AgentError;
-use crate::event::{Event, Response};
+use crate::event::{Direction, Event, EventType, Response};
 use crate::names::AgentName;
+use crate::snapshot::Snapshot;
 use crate::text::Text;
 
 /// What an agent says about the event. Its texts are borrowed from the snapshot where
@@ -127,6 +128,19 @@ pub trait Agent: Send + Sync {
 
     /// Called once per event after the chain settles (not for dry-run decisions).
     fn observe(&self, _outcome: &Outcome<'_>) {}
+
+    /// Whether [`Agent::decide`] would say `Continue` and leave the context as it found
+    /// it, for every event of type `event` going in `direction` (`None`: an event without
+    /// one) on `snapshot`. The dispatcher leaves such an agent out of the chains it runs;
+    /// an explained decision runs the whole chain, so that its trace shows every agent.
+    fn idle(&self, _snapshot: &Snapshot, _event: EventType, _direction: Option<Direction>) -> bool {
+        false
+    }
+
+    /// Whether [`Agent::observe`] does anything: the dispatcher calls only those that do.
+    fn observes(&self) -> bool {
+        true
+    }
 }
 
 /// Compiles `WasmAgent` documents into agents; provided by the host (the `clpe-wasm`

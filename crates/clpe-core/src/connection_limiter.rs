@@ -9,13 +9,27 @@ use smallvec::SmallVec;
 use crate::agent::{Agent, Verdict};
 use crate::context::{Context, Scope};
 use crate::error::AgentError;
-use crate::event::Event;
+use crate::event::{Direction, Event, EventType};
 use crate::limits::SlotGuard;
 use crate::rate_limiter::key_values;
+use crate::snapshot::Snapshot;
 
 pub struct ConnectionLimiter;
 
 impl Agent for ConnectionLimiter {
+    /// It closes every connection, and limits new ones only when some policy could.
+    fn idle(&self, snapshot: &Snapshot, event: EventType, _: Option<Direction>) -> bool {
+        match event {
+            EventType::ConnectionClosed => false,
+            EventType::NewConnection => snapshot.conn_index.is_empty(),
+            EventType::ExposeService | EventType::ServiceListRequest => true,
+        }
+    }
+
+    fn observes(&self) -> bool {
+        false
+    }
+
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         match cx.event {
             Event::ConnectionClosed(e) => {

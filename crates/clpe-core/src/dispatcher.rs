@@ -448,7 +448,15 @@ impl Engine {
         if matches!(event, Event::NewConnection(_)) && !opts.dry_run {
             self.runtime.connections.expire(now);
         }
-        let chain = snapshot.chain(event.event_type());
+        let event_type = event.event_type();
+        let plan = snapshot.plan(event_type);
+        // The agents with work for this event; all of them when explaining, so that the
+        // trace shows each one.
+        let chain = match (opts.explain, event) {
+            (true, _) => snapshot.chain(event_type),
+            (false, Event::NewConnection(e)) => plan.runs(Some(e.direction)),
+            (false, _) => plan.runs(None),
+        };
         let mut tally = Tally::default();
         // One response, filled in place: a response is a few hundred bytes, and each
         // function returning it would copy it.
@@ -464,7 +472,7 @@ impl Engine {
             closed: tally.closed.as_ref(),
             ..Outcome::new(event, response, now)
         };
-        self.observe(chain, outcome, opts, start);
+        self.observe(&plan.observers, outcome, opts, start);
     }
 
     /// Runs the chain on a resolved event. The context lives in this call and is dropped
@@ -893,4 +901,90 @@ fn unresolved(event: &Event, reason: String) -> Response {
         _ => {}
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn names(links: &[crate::snapshot::Link]) -> Vec<&str> {
+        links.iter().map(|l| l.agent_name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_decision_runs_the_agents_with_work_and_an_explained_one_runs_them_all() {
+        let engine = Engine::new(EngineConfig::default());
+        let apply = |yaml: &str| engine.apply(crate::parse_documents(yaml).unwrap()).unwrap();
+        apply(
+            "{kind: Peer, metadata: {name: p}}\n---\n{kind: Export, metadata: {name: db, namespace: default}}",
+        );
+        let plan = |event, direction| {
+            let s = engine.snapshot();
+            let p = s.plan(event);
+            let runs = names(p.runs(direction)).join(",");
+            (runs, names(&p.observers).join(","))
+        };
+        let (ingress, egress) = (Some(Direction::Ingress), Some(Direction::Egress));
+        let new = EventType::NewConnection;
+        assert_eq!(plan(new, ingress), ("acl".into(), "monitor".into()));
+        assert_eq!(plan(new, egress), ("acl,lb".into(), "monitor".into()));
+        let closed = EventType::ConnectionClosed;
+        assert_eq!(
+            plan(closed, None),
+            ("connection-limiter".into(), "monitor".into())
+        );
+        assert_eq!(plan(EventType::ExposeService, None).0, "acl");
+        // A limit policy gives its limiter work.
+        apply(
+            "kind: ConnectionLimitPolicy\nmetadata: {name: one}\nspec: {from: [{workloadSelector: {}}], to: [{workloadSelector: {}}], maxConnections: 1}",
+        );
+        assert_eq!(plan(new, ingress).0, "acl,connection-limiter");
+        apply(
+            "kind: RateLimitPolicy\nmetadata: {name: slow}\nspec: {from: [{workloadSelector: {}}], to: [{workloadSelector: {}}], connectionsPerSecond: 1}",
+        );
+        assert_eq!(
+            plan(new, egress).0,
+            "acl,lb,connection-limiter,rate-limiter"
+        );
+        // Explained, every subscribed agent is in the trace, and the answer is the same.
+        apply(
+            "kind: AccessPolicy\nmetadata: {name: all, namespace: default}\nspec: {action: allow, from: [{workloadSelector: {}}], to: [{workloadSelector: {}}]}",
+        );
+        let event = Event::from_json(
+            r#"{"type":"NewConnection","direction":"ingress","src_peer":"p","dst_service":"db"}"#,
+        )
+        .unwrap();
+        let explain = DecideOptions {
+            explain: true,
+            dry_run: true,
+        };
+        let explained = engine.decide(&event, Time(0), explain).unwrap();
+        let agents: Vec<&str> = (explained.trace.iter().flatten())
+            .map(|t| t.agent.as_str())
+            .collect();
+        let all = ["acl", "lb", "connection-limiter", "rate-limiter", "monitor"];
+        assert_eq!(agents, all);
+        let plain = DecideOptions {
+            explain: false,
+            ..explain
+        };
+        let plain = engine.decide(&event, Time(0), plain).unwrap();
+        assert_eq!(plain.trace, None);
+        assert_eq!(plain.decision, Decision::Allow);
+        assert_eq!(
+            (
+                plain.decision,
+                &plain.reason,
+                &plain.matched_by,
+                &plain.decided_by
+            ),
+            (
+                explained.decision,
+                &explained.reason,
+                &explained.matched_by,
+                &explained.decided_by
+            )
+        );
+    }
 }

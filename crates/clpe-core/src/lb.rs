@@ -9,8 +9,9 @@ use crate::attrs::Attrs;
 use crate::context::{Candidate, Context, Scope};
 use crate::document::Scheme;
 use crate::error::AgentError;
+use crate::event::{Direction, EventType};
 use crate::runtime::stable_hash;
-use crate::snapshot::ImportEntry;
+use crate::snapshot::{ImportEntry, Snapshot};
 
 pub struct LoadBalancer;
 
@@ -53,6 +54,15 @@ fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
 }
 
 impl Agent for LoadBalancer {
+    /// Only an egress connection has peers to choose from.
+    fn idle(&self, _: &Snapshot, event: EventType, direction: Option<Direction>) -> bool {
+        !(event == EventType::NewConnection && direction == Some(Direction::Egress))
+    }
+
+    fn observes(&self) -> bool {
+        false
+    }
+
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         let Scope::Egress { import } = cx.scope else {
             return Ok(Verdict::Continue);

@@ -30,6 +30,7 @@ use crate::event::{
 use crate::limits::Padded;
 use crate::names::{ConnectionId, Namespace, PeerName, ServiceName, Time};
 use crate::runtime::Runtime;
+use crate::snapshot::Snapshot;
 use crate::text::Text;
 
 const SHARDS: usize = 16;
@@ -685,6 +686,11 @@ fn escape(v: &str) -> String {
 pub struct MonitorAgent(pub Arc<Monitor>);
 
 impl Agent for MonitorAgent {
+    /// It only observes.
+    fn idle(&self, _: &Snapshot, _: EventType, _: Option<Direction>) -> bool {
+        true
+    }
+
     fn decide<'s>(&self, _cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         Ok(Verdict::Continue)
     }

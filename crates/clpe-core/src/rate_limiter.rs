@@ -10,9 +10,10 @@ use smallvec::SmallVec;
 use crate::agent::{Agent, Verdict};
 use crate::context::Context;
 use crate::error::AgentError;
-use crate::event::Event;
+use crate::event::{Direction, Event, EventType};
 use crate::limits::Padded;
 use crate::names::Time;
+use crate::snapshot::Snapshot;
 
 const SHARDS: usize = 32;
 
@@ -136,6 +137,15 @@ pub(crate) fn key_values<'a>(
 pub struct RateLimiter;
 
 impl Agent for RateLimiter {
+    /// It limits new connections, when some policy could.
+    fn idle(&self, snapshot: &Snapshot, event: EventType, _: Option<Direction>) -> bool {
+        event != EventType::NewConnection || snapshot.rate_index.is_empty()
+    }
+
+    fn observes(&self) -> bool {
+        false
+    }
+
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         if !matches!(cx.event, Event::NewConnection(_)) || cx.snapshot.rate_index.is_empty() {
             return Ok(Verdict::Continue);

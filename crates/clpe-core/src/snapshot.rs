@@ -19,7 +19,7 @@ use crate::document::{
     Scheme, Spec, Workload,
 };
 use crate::error::DocError;
-use crate::event::EventType;
+use crate::event::{Direction, EventType};
 use crate::index::{MatchIndex, Rule};
 use crate::names::{AgentName, PeerName, Priority};
 use crate::selector::Selector;
@@ -179,6 +179,46 @@ pub struct RateLimitEntry {
     pub interval: u64,
 }
 
+/// One event type's chain as decisions run it: the links with work for an event going
+/// each way, the others left out (see [`Agent::idle`]), and the links that observe.
+/// Worked out once per snapshot: a decision calls no agent only to hear `Continue`.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// For an ingress event or one without a direction, then for an egress one.
+    runs: [Vec<Link>; 2],
+    pub observers: Vec<Link>,
+}
+
+impl Plan {
+    fn of(snapshot: &Snapshot, event: EventType) -> Plan {
+        let chain = snapshot.chain(event);
+        let directions = match event {
+            EventType::NewConnection => [Some(Direction::Ingress), Some(Direction::Egress)],
+            _ => [None, None],
+        };
+        let runs = |direction| {
+            (chain.iter())
+                .filter(|l| !l.agent.idle(snapshot, event, direction))
+                .cloned()
+                .collect()
+        };
+        Plan {
+            runs: directions.map(runs),
+            observers: chain
+                .iter()
+                .filter(|l| l.agent.observes())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The links an event going `direction` runs.
+    pub fn runs(&self, direction: Option<Direction>) -> &[Link] {
+        let at = usize::from(direction == Some(Direction::Egress));
+        self.runs.get(at).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
 /// One agent in an event's chain.
 #[derive(Clone)]
 pub struct Link {
@@ -226,6 +266,8 @@ pub struct Snapshot {
     pub rate_index: MatchIndex,
     /// Per event type, the chain in ascending priority.
     pub chains: [Vec<Link>; 4],
+    /// Per event type, the chain as decisions run it (see [`Plan`]).
+    pub plans: [Plan; 4],
     /// Loaded WASM agents by name, kept so an unchanged document is not compiled again.
     pub wasm: FxHashMap<SmolStr, LoadedAgent>,
 }
@@ -259,6 +301,7 @@ impl Snapshot {
             rate_limits: Vec::new(),
             rate_index: MatchIndex::default(),
             chains: Default::default(),
+            plans: Default::default(),
             wasm: FxHashMap::default(),
         }
     }
@@ -276,6 +319,14 @@ impl Snapshot {
             .get(event.index())
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    pub fn plan(&self, event: EventType) -> &Plan {
+        static NONE: Plan = Plan {
+            runs: [Vec::new(), Vec::new()],
+            observers: Vec::new(),
+        };
+        self.plans.get(event.index()).unwrap_or(&NONE)
     }
 
     /// The local peer's attributes (name, and labels when the inventory has it).
@@ -657,7 +708,7 @@ pub fn build(
         chain.sort_by_key(|l| l.priority);
     }
 
-    Ok(Snapshot {
+    let mut snapshot = Snapshot {
         revision,
         local_attrs,
         local_peer: env.local_peer.clone(),
@@ -672,10 +723,13 @@ pub fn build(
         rate_index: MatchIndex::build(rate_rules, &symbols),
         rate_limits,
         chains,
+        plans: Default::default(),
         wasm,
         docs,
         symbols,
-    })
+    };
+    snapshot.plans = EventType::ALL.map(|event| Plan::of(&snapshot, event));
+    Ok(snapshot)
 }
 
 /// Documents whose kind has a `Kind` for listing.

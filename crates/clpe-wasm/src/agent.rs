@@ -68,6 +68,10 @@ impl WasmAgent {
 }
 
 impl Agent for WasmAgent {
+    fn observes(&self) -> bool {
+        false
+    }
+
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
         let mut slot = self.take()?;
         let source = Source {
