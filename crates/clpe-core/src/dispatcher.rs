@@ -377,12 +377,14 @@ impl Engine {
         };
         // Latency is sampled: a thread's first decision and one in 256 after it are timed,
         // chain and agents. Timing every decision would cost more clock reads (about 30 ns
-        // each on a VM) than some agents cost.
+        // each on a VM) than some agents cost. An explained decision is not timed: it
+        // builds a trace, and runs the agents with no work for its event (so that the
+        // trace shows them), which other decisions skip.
         let start = self
             .config
             .ticker
             .as_deref()
-            .filter(|_| sample())
+            .filter(|_| !opts.explain && sample())
             .map(|t| t());
         let current = self.current();
         self.run(&current.snapshot, event, now, opts, start, response);

@@ -547,7 +547,7 @@ impl Monitor {
             &mut out,
             "clpe_agent_duration_seconds",
             "histogram",
-            "Time one agent took to decide, by agent.",
+            "Time one agent took to decide, by agent (agents are run, and timed, only for events they have work for).",
         );
         for (agent, h) in &m.agents {
             histogram(

@@ -149,6 +149,48 @@ fn prometheus_text_parses_and_counts_agree() {
 }
 
 #[test]
+fn agents_are_timed_for_events_they_have_work_for_and_explained_decisions_are_not_timed() {
+    // A thread of its own: its first decision that is not explained is the one sampled.
+    std::thread::spawn(|| {
+        let engine = engine(vec![]);
+        let explain = DecideOptions {
+            explain: true,
+            dry_run: false,
+        };
+        let r = engine
+            .decide(&conn("a", "e1"), Time::ZERO, explain)
+            .unwrap();
+        assert_eq!(
+            r.trace.map(|t| t.len()),
+            Some(5),
+            "explained: every agent runs"
+        );
+        engine
+            .decide(&conn("a", "e2"), Time::ZERO, DecideOptions::default())
+            .unwrap();
+        let text = engine.metrics();
+        let counts: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("clpe_agent_duration_seconds_count"))
+            .collect();
+        // Egress, no limit policies: the limiters and the monitor have no work.
+        assert_eq!(
+            counts,
+            [
+                "clpe_agent_duration_seconds_count{agent=\"acl\"} 1",
+                "clpe_agent_duration_seconds_count{agent=\"lb\"} 1",
+            ]
+        );
+        assert!(
+            text.contains("clpe_decision_duration_seconds_count 1\n"),
+            "{text}"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
 fn a_million_rate_limit_keys_stay_bounded() {
     // Connections are released after a second of simulated time: only rate state grows.
     let engine = engine_with(
