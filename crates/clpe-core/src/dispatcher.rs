@@ -5,6 +5,7 @@
 //! locking and run the event's chain against it.
 
 use std::cell::RefCell;
+use std::hint::cold_path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -466,7 +467,10 @@ impl Engine {
             Ok(scope) => self.run_chain(
                 snapshot, chain, event, scope, now, opts, start, &mut tally, response,
             ),
-            Err(reason) => *response = unresolved(event, reason),
+            Err(reason) => {
+                cold_path();
+                *response = unresolved(event, reason)
+            }
         }
         let outcome = Outcome {
             agent_nanos: &tally.timings,
@@ -544,6 +548,7 @@ impl Engine {
             let t0 = ticker.map(|t| t());
             let result = link.agent.decide(&mut cx);
             if let (Some(t), Some(t0)) = (ticker, t0) {
+                cold_path();
                 timings.push((link.agent_name.clone(), t().saturating_sub(t0)));
             }
             let (outcome, detail) = match result {
@@ -563,6 +568,7 @@ impl Engine {
                     ("deny", detail)
                 }
                 Err(e) => {
+                    cold_path();
                     failures.push(link.agent_name.clone());
                     let (outcome, reason) = failed(link, &e);
                     if link.failure_mode == FailureMode::Closed {
@@ -573,6 +579,7 @@ impl Engine {
                 }
             };
             if let (Some(trace), Some(saw)) = (trace.as_mut(), saw) {
+                cold_path();
                 trace_step(trace, &mut cx, link, outcome, *saw, detail);
             }
             if denial.is_some() {
@@ -584,6 +591,7 @@ impl Engine {
             && let Scope::Egress { import } = scope
             && !cx.ensure_target()
         {
+            cold_path();
             let reason = format!(
                 "no candidate peer left for Import {}",
                 import.key.reference()
@@ -633,7 +641,10 @@ impl Engine {
                         r.reason = match m.reason {
                             _ if closed => self.texts.acknowledged.clone(),
                             Some(reason) => reason.into_text(),
-                            None => format!("allowed by {} ({})", m.matched_by, m.agent).into(),
+                            None => {
+                                cold_path();
+                                format!("allowed by {} ({})", m.matched_by, m.agent).into()
+                            }
                         };
                         r.matched_by = Some(m.matched_by.into_text());
                         r.decided_by = Some(m.agent.clone());
@@ -649,6 +660,7 @@ impl Engine {
         }
         // Most decisions have neither: nothing made, nothing to drop.
         if !cx.notes.would_deny.is_empty() {
+            cold_path();
             r.would_deny = (cx.notes.would_deny.iter())
                 .map(|(a, p)| WouldDeny {
                     agent: a.clone(),
@@ -657,6 +669,7 @@ impl Engine {
                 .collect();
         }
         if let Some(annotations) = cx.annotations.take() {
+            cold_path();
             r.annotations = annotations;
         }
         match cx.event {
@@ -681,10 +694,13 @@ impl Engine {
                     let id = self.runtime.admit(id, peer, service, slots, expires);
                     r.connection_id = Some(id);
                 } else {
+                    cold_path();
                     r.connection_id = cx.connection_id.clone();
                 }
             }
+            // Control-plane events: rare beside connections.
             Event::ExposeService(_) => {
+                cold_path();
                 let mut peers = std::mem::take(&mut cx.target_peers);
                 if !denied {
                     peers.sort();
@@ -695,6 +711,7 @@ impl Engine {
                 r.target_peers = Some(peers);
             }
             Event::ServiceListRequest(_) => {
+                cold_path();
                 let mut services = std::mem::take(&mut cx.services);
                 if !denied {
                     services.sort();
