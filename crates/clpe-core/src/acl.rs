@@ -14,8 +14,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use smol_str::SmolStr;
 
-use crate::agent::Held;
-use crate::agent::{Agent, Verdict};
+use crate::agent::{Agent, Held, Verdict};
 use crate::attrs::Attrs;
 use crate::context::{Context, Notes, Scope};
 use crate::document::{Action, Document, Kind, Spec, Workload};

@@ -31,6 +31,10 @@ impl Agent for ConnectionLimiter {
     }
 
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
+        // Reached when idle only in an explained decision, which runs every agent.
+        if self.idle(cx.snapshot, cx.event.event_type(), None) {
+            return Ok(Verdict::Continue);
+        }
         match cx.event {
             Event::ConnectionClosed(e) => {
                 if !cx.dry_run {
@@ -45,9 +49,6 @@ impl Agent for ConnectionLimiter {
 }
 
 fn reserve<'s>(cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
-    if cx.snapshot.conn_index.is_empty() {
-        return Ok(Verdict::Continue);
-    }
     if matches!(cx.scope, Scope::Egress { .. }) && !cx.ensure_target() {
         return Ok(Verdict::Continue);
     }

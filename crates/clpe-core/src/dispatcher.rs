@@ -461,8 +461,6 @@ impl Engine {
             (false, _) => plan.runs(None),
         };
         let mut tally = Tally::default();
-        // One response, filled in place: a response is a few hundred bytes, and each
-        // function returning it would copy it.
         match resolve(snapshot, event) {
             Ok(scope) => self.run_chain(
                 snapshot, chain, event, scope, now, opts, start, &mut tally, response,

@@ -236,8 +236,8 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByOrigin<T, V> {
     /// Updates the count of (`tag`, `a`, `b`).
     fn update(&mut self, tag: T, a: Option<&Text>, b: Option<&Text>, f: impl FnOnce(&mut V)) {
         let key = (tag, origin(a), origin(b));
-        let unnamed = |n: Option<&Text>| n.is_some_and(|n| n.origin().is_none());
-        if unnamed(a) || unnamed(b) {
+        // A name without an origin (origin 0 for a name that is there) goes by its text.
+        if (a.is_some() && key.1 == 0) || (b.is_some() && key.2 == 0) {
             return f(self
                 .folded
                 .entry((tag, a.cloned(), b.cloned()))

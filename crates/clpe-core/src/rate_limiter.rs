@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use crate::agent::{Agent, Verdict};
 use crate::context::Context;
 use crate::error::AgentError;
-use crate::event::{Direction, Event, EventType};
+use crate::event::{Direction, EventType};
 use crate::limits::Padded;
 use crate::names::Time;
 use crate::snapshot::Snapshot;
@@ -147,7 +147,8 @@ impl Agent for RateLimiter {
     }
 
     fn decide<'s>(&self, cx: &mut Context<'s>) -> Result<Verdict<'s>, AgentError> {
-        if !matches!(cx.event, Event::NewConnection(_)) || cx.snapshot.rate_index.is_empty() {
+        // Reached when idle only in an explained decision, which runs every agent.
+        if self.idle(cx.snapshot, cx.event.event_type(), None) {
             return Ok(Verdict::Continue);
         }
         if matches!(cx.scope, crate::context::Scope::Egress { .. }) && !cx.ensure_target() {

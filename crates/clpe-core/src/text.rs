@@ -173,53 +173,13 @@ impl From<&str> for Text {
 
 impl From<String> for Text {
     fn from(s: String) -> Text {
-        match ArrayString::from(&s) {
-            Ok(inline) => Text {
-                repr: Repr::Inline(inline),
-                origin: 0,
-            },
-            Err(_) => Text {
-                repr: Repr::Shared(Arc::from(s)),
-                origin: 0,
-            },
-        }
-    }
-}
-
-impl From<&String> for Text {
-    fn from(s: &String) -> Text {
-        Text::new(s)
-    }
-}
-
-impl From<Arc<str>> for Text {
-    /// Short texts are copied inline; long ones keep sharing `s`.
-    fn from(s: Arc<str>) -> Text {
-        match ArrayString::from(&s) {
-            Ok(inline) => Text {
-                repr: Repr::Inline(inline),
-                origin: 0,
-            },
-            Err(_) => Text {
-                repr: Repr::Shared(s),
-                origin: 0,
-            },
-        }
+        Text::new(&s)
     }
 }
 
 impl From<Text> for String {
     fn from(t: Text) -> String {
         t.as_str().to_owned()
-    }
-}
-
-impl From<Text> for Arc<str> {
-    fn from(t: Text) -> Arc<str> {
-        match t.repr {
-            Repr::Inline(s) => Arc::from(s.as_str()),
-            Repr::Shared(s) => s,
-        }
     }
 }
 
@@ -248,12 +208,7 @@ mod tests {
     fn short_texts_are_inline_and_long_ones_shared_with_the_same_content() {
         for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
             let s: String = "é".repeat(len / 2) + &"x".repeat(len % 2);
-            for t in [
-                Text::new(&s),
-                Text::from(s.clone()),
-                Text::from(Arc::<str>::from(s.as_str())),
-                Text::named(&s),
-            ] {
+            for t in [Text::new(&s), Text::from(s.clone()), Text::named(&s)] {
                 assert_eq!(t.as_str(), s);
                 assert_eq!(
                     matches!(t.repr, Repr::Inline(_)),
@@ -261,7 +216,6 @@ mod tests {
                     "{len}"
                 );
                 assert_eq!(String::from(t.clone()), s);
-                assert_eq!(&*Arc::<str>::from(t), s.as_str());
             }
         }
     }
