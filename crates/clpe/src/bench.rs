@@ -139,20 +139,48 @@ fn fnv(hash: &mut u64, bytes: &[u8]) {
 
 /// What the report keeps of a decision: its event's position, its latency, and what the
 /// digest and the expected file look at. The response itself is dropped as soon as it is
-/// made (untimed), as a caller would, so a long run does not pile up responses.
+/// made (untimed), as a caller would, so a long run does not pile up responses. 16 bytes:
+/// the list grows by one entry per decision while the engine is timed, and a larger entry
+/// (72 bytes, with the target's name in it) streamed through the cache the engine's data
+/// lives in.
+#[derive(Clone, Copy)]
 struct Kept {
-    index: usize,
-    nanos: u64,
+    index: u32,
+    nanos: u32,
+    /// 0: no target; else the position + 1 in the deciding thread's [`Kept`] targets.
+    target: u32,
     decision: Decision,
-    target: Option<PeerName>,
-    /// The reason, kept only for the first mismatches shown.
-    reason: Option<String>,
 }
 
-fn digest_of(k: &Kept, hash: &mut u64) {
+/// One thread's decisions, the targets they name, and the reasons of decisions that
+/// differ from the expected file.
+#[derive(Default)]
+struct Decided {
+    kept: Vec<Kept>,
+    targets: Vec<PeerName>,
+    wrong: Vec<(u32, String)>,
+}
+
+impl Decided {
+    fn target(&mut self, peer: Option<&PeerName>) -> u32 {
+        let Some(peer) = peer else {
+            return 0;
+        };
+        let at = match self.targets.iter().position(|t| t == peer) {
+            Some(at) => at,
+            None => {
+                self.targets.push(peer.clone());
+                self.targets.len() - 1
+            }
+        };
+        u32::try_from(at + 1).unwrap_or(u32::MAX)
+    }
+}
+
+fn digest_of(k: &Kept, target: Option<&PeerName>, hash: &mut u64) {
     fnv(hash, k.decision.as_str().as_bytes());
     fnv(hash, b" ");
-    if let Some(t) = &k.target {
+    if let Some(t) = target {
         fnv(hash, t.as_str().as_bytes());
     }
     fnv(hash, b"\n");
@@ -235,6 +263,9 @@ pub fn run(args: Args) -> Result<Exit> {
 
     let threads = args.threads;
     let repeat = args.repeat.max(1);
+    if u32::try_from(events.len().saturating_mul(repeat)).is_err() {
+        bail!("--repeat: more than {} decisions in one run", u32::MAX);
+    }
     let timer_ns = timer_overhead();
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
@@ -245,7 +276,7 @@ pub fn run(args: Args) -> Result<Exit> {
         Some(exp.get(i).map(String::as_str).unwrap_or("<missing>"))
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Vec<Kept>> = std::thread::scope(|s| {
+    let results: Vec<Decided> = std::thread::scope(|s| {
         if args.churn {
             let (engine, done, churned) = (&engine, &done, &churned);
             s.spawn(move || churn(engine, done, churned));
@@ -260,7 +291,10 @@ pub fn run(args: Args) -> Result<Exit> {
                 let expected_of = &expected_of;
                 let next = &next;
                 s.spawn(move || {
-                    let mut out = Vec::with_capacity(events.len() / threads + 1);
+                    let mut out = Decided {
+                        kept: Vec::with_capacity(events.len() * repeat / threads + 1),
+                        ..Decided::default()
+                    };
                     let n = events.len();
                     let total = n * repeat;
                     let turns = std::iter::from_fn(|| {
@@ -283,14 +317,17 @@ pub fn run(args: Args) -> Result<Exit> {
                         let r = engine.decide(event, now, DecideOptions::default());
                         let ns = (t0.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
                         if let Ok(r) = r {
-                            let wrong =
-                                expected_of(i % n).is_some_and(|w| w != r.decision.as_str());
-                            out.push(Kept {
-                                index: i,
-                                nanos: ns,
+                            // `total` fits in a u32 (checked before the run).
+                            let index = i as u32;
+                            if expected_of(i % n).is_some_and(|w| w != r.decision.as_str()) {
+                                out.wrong.push((index, r.reason.to_string()));
+                            }
+                            let target = out.target(r.target_peer.as_ref());
+                            out.kept.push(Kept {
+                                index,
+                                nanos: u32::try_from(ns).unwrap_or(u32::MAX),
+                                target,
                                 decision: r.decision,
-                                target: r.target_peer.clone(),
-                                reason: wrong.then(|| r.reason.to_string()),
                             });
                         }
                     }
@@ -304,9 +341,21 @@ pub fn run(args: Args) -> Result<Exit> {
     });
     let wall = started.elapsed().as_secs_f64();
     let floor_after = floor.as_ref().map(|(f, e)| f.time(e, repeat));
-    let mut all: Vec<Kept> = results.into_iter().flatten().collect();
-    all.sort_by_key(|k| k.index);
-    let mut lat: Vec<u64> = all.iter().map(|k| k.nanos).collect();
+    // Each decision with its target's name, in event order.
+    let mut all: Vec<(Kept, Option<&PeerName>)> = (results.iter())
+        .flat_map(|d| {
+            (d.kept.iter()).map(|k| {
+                (
+                    *k,
+                    (k.target as usize)
+                        .checked_sub(1)
+                        .and_then(|t| d.targets.get(t)),
+                )
+            })
+        })
+        .collect();
+    all.sort_by_key(|(k, _)| k.index);
+    let mut lat: Vec<u64> = all.iter().map(|(k, _)| u64::from(k.nanos)).collect();
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
@@ -314,23 +363,18 @@ pub fn run(args: Args) -> Result<Exit> {
             .unwrap_or(0)
     };
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
-    let mut mismatches = 0;
-    let mut shown = 0;
-    // `expected` has a line per NewConnection decision... and per event: one per event.
-    for k in &all {
-        digest_of(k, &mut hash);
-        if let Some(reason) = &k.reason {
-            mismatches += 1;
-            if shown < 5 {
-                shown += 1;
-                let want = expected_of(k.index % events.len()).unwrap_or_default();
-                eprintln!(
-                    "event {}: expected {want}, got {} ({reason})",
-                    k.index % events.len() + 1,
-                    k.decision.as_str(),
-                );
-            }
-        }
+    for (k, target) in &all {
+        digest_of(k, *target, &mut hash);
+    }
+    let mut wrong: Vec<&(u32, String)> = results.iter().flat_map(|d| &d.wrong).collect();
+    wrong.sort_by_key(|(index, _)| *index);
+    let mut mismatches = wrong.len();
+    for (index, reason) in wrong.iter().take(5) {
+        let at = *index as usize % events.len();
+        let want = expected_of(at).unwrap_or_default();
+        let got = all.iter().find(|(k, _)| k.index == *index);
+        let got = got.map_or("?", |(k, _)| k.decision.as_str());
+        eprintln!("event {}: expected {want}, got {got} ({reason})", at + 1);
     }
     if let Some(exp) = &expected
         && exp.len() != events.len()
@@ -341,7 +385,9 @@ pub fn run(args: Args) -> Result<Exit> {
     let floor_ns = floor_before.zip(floor_after).map(|(a, b)| (a + b) / 2.0);
     let floor_mismatches = floor.as_ref().map(|(f, fe)| {
         (all.iter())
-            .filter(|k| fe.get(k.index % fe.len()).map(|e| f.decide(e)) != Some(k.decision))
+            .filter(|(k, _)| {
+                fe.get(k.index as usize % fe.len()).map(|e| f.decide(e)) != Some(k.decision)
+            })
             .count()
     });
     let p50 = pct(0.5);
