@@ -24,6 +24,7 @@ pub mod rate_limiter;
 pub mod runtime;
 pub mod scenario;
 pub mod selector;
+mod shard_lock;
 pub mod snapshot;
 pub mod text;
 

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::names::{ConnectionId, PeerName, ServiceName, Time};
+use crate::shard_lock::ShardLock;
 
 const SHARDS: usize = 32;
 
@@ -77,7 +78,7 @@ struct CounterEntry {
 
 /// Counters per (policy, key tuple), sharded so threads rarely meet on a lock.
 pub struct Counters {
-    shards: Box<[Padded<Mutex<HashTable<CounterEntry>>>]>,
+    shards: Box<[Padded<ShardLock<HashTable<CounterEntry>>>]>,
 }
 
 impl Default for Counters {
@@ -472,7 +473,7 @@ impl ConnShard {
 /// The open connections, by id, with their slots; sharded by id. Also the count of open
 /// connections per peer, which `least-connections` balances on.
 pub struct Connections {
-    shards: Box<[Padded<Mutex<ConnShard>>]>,
+    shards: Box<[Padded<ShardLock<ConnShard>>]>,
     /// A lower bound of the earliest expiry anywhere: decisions sweep only past it.
     next_expiry: AtomicU64,
     sweeping: Mutex<()>,
@@ -567,7 +568,7 @@ impl Connections {
         }
     }
 
-    fn shard(&self, hash: u64) -> Option<&Mutex<ConnShard>> {
+    fn shard(&self, hash: u64) -> Option<&ShardLock<ConnShard>> {
         self.shards.get(shard_index(hash)).map(|p| &p.0)
     }
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
-use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::Serialize;
 
@@ -30,6 +29,7 @@ use crate::event::{
 use crate::limits::Padded;
 use crate::names::{ConnectionId, Namespace, PeerName, ServiceName, Time};
 use crate::runtime::Runtime;
+use crate::shard_lock::ShardLock;
 use crate::snapshot::Snapshot;
 use crate::text::Text;
 
@@ -373,9 +373,9 @@ pub struct LogEntry {
 }
 
 pub struct Monitor {
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    shards: Box<[Padded<ShardLock<Shard>>]>,
     /// Per shard: the most recent decisions of the threads that use it.
-    logs: Box<[Padded<Mutex<Ring>>]>,
+    logs: Box<[Padded<ShardLock<Ring>>]>,
     log_capacity: usize,
     /// The bound on each ring's buffer, in bytes (see [`LIMIT_PER_ENTRY`]).
     log_limit: usize,

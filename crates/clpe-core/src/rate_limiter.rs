@@ -3,7 +3,6 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use hashbrown::HashTable;
-use parking_lot::Mutex;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
@@ -13,6 +12,7 @@ use crate::error::AgentError;
 use crate::event::{Direction, EventType};
 use crate::limits::Padded;
 use crate::names::Time;
+use crate::shard_lock::ShardLock;
 use crate::snapshot::Snapshot;
 
 const SHARDS: usize = 32;
@@ -36,7 +36,7 @@ struct Shard {
 pub struct RateBuckets {
     /// Each on its own cache line: threads checking buckets of different shards do not
     /// take a line from each other.
-    shards: Box<[Padded<Mutex<Shard>>]>,
+    shards: Box<[Padded<ShardLock<Shard>>]>,
 }
 
 impl Default for RateBuckets {
