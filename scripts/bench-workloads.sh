@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs `clpe bench` (release) on every shared workload and writes one JSON line per run
-# to docs/perf/results.jsonl, then redraws docs/perf/latency.svg.
+# to docs/perf/results-<build>.jsonl, then redraws docs/perf/latency.svg from every
+# build's file.
 #   scripts/bench-workloads.sh [RUNS]   (default 3 runs per workload; the median is plotted)
 # CLPE=path picks the binary (e.g. target/pgo/release/clpe from scripts/pgo-build.sh); by
 # default the plain release build, built first. Each line records which one ran (`build`).
@@ -16,7 +17,7 @@ case $CLPE in
   *pgo*) build=pgo ;;
   *) build=release ;;
 esac
-out=docs/perf/results.jsonl
+out=docs/perf/results-$build.jsonl
 : > "$out"
 for n in 100 1000 10000 100000; do
   for _ in $(seq "$runs"); do
@@ -34,6 +35,6 @@ for _ in $(seq "$runs"); do
     echo "{\"workload\":\"chain-10000\",\"policies\":10000,\"build\":\"$build\",${line#\{}" >> "$out"
   done
 done
-python3 scripts/plot_latency.py "$bench/anchors.tsv" "$out" docs/perf/latency.svg
+python3 scripts/plot_latency.py "$bench/anchors.tsv" docs/perf/results-*.jsonl docs/perf/latency.svg
 python3 scripts/summarize_bench.py "$out"
 echo "wrote $out and docs/perf/latency.svg"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Plots latency per decision against the number of policies, log-log, as an SVG:
-clpe (median of the runs in results.jsonl) next to the anchors (Cedar, Rego, floor) and
-the floor `clpe bench --floor` timed in the same runs.
+clpe (median of the runs in each results file, one line per build the runs name) next
+to the anchors (Cedar, Rego, floor) and the floor `clpe bench --floor` timed in the same
+runs.
 
-usage: plot_latency.py ANCHORS.tsv RESULTS.jsonl OUT.svg   (standard library only)"""
+usage: plot_latency.py ANCHORS.tsv RESULTS.jsonl... OUT.svg   (standard library only)"""
 import json
 import math
 import statistics
@@ -11,7 +12,7 @@ import sys
 from collections import defaultdict
 
 
-def load(anchors_path, results_path):
+def load(anchors_path, results_paths):
     series = defaultdict(dict)
     for line in open(anchors_path):
         if line.startswith("#") or line.startswith("rules"):
@@ -22,14 +23,16 @@ def load(anchors_path, results_path):
         series[parts[1]][int(parts[0])] = float(parts[2])
     runs = defaultdict(list)
     floors = defaultdict(list)
-    for line in open(results_path):
-        r = json.loads(line)
-        if r["workload"].startswith("acl-"):
-            runs[r["policies"]].append(r["latency_ns"]["p50"])
-            if "floor_ns" in r:
-                floors[r["policies"]].append(r["floor_ns"])
-    for n, values in runs.items():
-        series["clpe (p50)"][n] = statistics.median(values)
+    for path in results_paths:
+        for line in open(path):
+            r = json.loads(line)
+            if r["workload"].startswith("acl-"):
+                # Lines from before builds were recorded are of the plain release build.
+                runs[(r.get("build", "release"), r["policies"])].append(r["latency_ns"]["p50"])
+                if "floor_ns" in r:
+                    floors[r["policies"]].append(r["floor_ns"])
+    for (build, n), values in runs.items():
+        series[f"clpe {build} (p50)"][n] = statistics.median(values)
     for n, values in floors.items():
         series["floor, same runs"][n] = statistics.median(values)
     return series
@@ -48,7 +51,7 @@ def svg(series, out):
     def py(v):
         return top + (y1 - math.log10(v)) / max(y1 - y0, 1e-9) * (height - top - bottom)
 
-    colors = {"clpe (p50)": "#d62728", "floor": "#7f7f7f", "floor, same runs": "#bcbd22", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
+    colors = {"clpe pgo (p50)": "#d62728", "clpe release (p50)": "#ff7f0e", "floor": "#7f7f7f", "floor, same runs": "#bcbd22", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<text x="{left}" y="18" font-size="14">Latency per ACL decision vs number of policies (log-log)</text>']
@@ -76,6 +79,6 @@ def svg(series, out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) < 4:
         sys.exit(__doc__)
-    svg(load(sys.argv[1], sys.argv[2]), sys.argv[3])
+    svg(load(sys.argv[1], sys.argv[2:-1]), sys.argv[-1])

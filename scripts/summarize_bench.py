@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Summarizes docs/perf/results.jsonl (written by scripts/bench-workloads.sh): per workload
+"""Summarizes docs/perf/results-<build>.jsonl (written by scripts/bench-workloads.sh): per workload
 and thread count, the median and fastest of the runs; for the acl workloads, the floor
 timed in the same runs (`clpe bench --floor`) and the ratio to it; for chain-10000, the 2-thread
 speed-up of each side-by-side pair (1 thread, then 2) and their median.
 
-    python3 scripts/summarize_bench.py docs/perf/results.jsonl
+    python3 scripts/summarize_bench.py docs/perf/results-pgo.jsonl
 """
 import json
 import statistics
@@ -55,4 +55,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/perf/results.jsonl")
+    main(sys.argv[1] if len(sys.argv) > 1 else "docs/perf/results-release.jsonl")
