@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use clpe_core::{DecideOptions, Decision, Engine, EngineConfig, Event, PeerName, Time};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::Exit;
@@ -147,7 +148,7 @@ fn fnv(hash: &mut u64, bytes: &[u8]) {
 struct Kept {
     index: u32,
     nanos: u32,
-    /// 0: no target; else the position + 1 in the deciding thread's [`Kept`] targets.
+    /// 0: no target; else the position + 1 in the deciding thread's [`Decided`] targets.
     target: u32,
     decision: Decision,
 }
@@ -158,6 +159,8 @@ struct Kept {
 struct Decided {
     kept: Vec<Kept>,
     targets: Vec<PeerName>,
+    /// A target's position in `targets`.
+    numbers: FxHashMap<PeerName, u32>,
     wrong: Vec<(u32, String)>,
 }
 
@@ -166,14 +169,12 @@ impl Decided {
         let Some(peer) = peer else {
             return 0;
         };
-        let at = match self.targets.iter().position(|t| t == peer) {
-            Some(at) => at,
-            None => {
-                self.targets.push(peer.clone());
-                self.targets.len() - 1
-            }
-        };
-        u32::try_from(at + 1).unwrap_or(u32::MAX)
+        let next = u32::try_from(self.targets.len()).unwrap_or(u32::MAX);
+        let at = *self.numbers.entry(peer.clone()).or_insert_with(|| {
+            self.targets.push(peer.clone());
+            next
+        });
+        at.saturating_add(1)
     }
 }
 
