@@ -161,7 +161,8 @@ struct Decided {
     targets: Vec<PeerName>,
     /// A target's position in `targets`.
     numbers: FxHashMap<PeerName, u32>,
-    wrong: Vec<(u32, String)>,
+    /// (decision's position, what it decided, why).
+    wrong: Vec<(u32, Decision, String)>,
 }
 
 impl Decided {
@@ -321,7 +322,7 @@ pub fn run(args: Args) -> Result<Exit> {
                             // `total` fits in a u32 (checked before the run).
                             let index = i as u32;
                             if expected_of(i % n).is_some_and(|w| w != r.decision.as_str()) {
-                                out.wrong.push((index, r.reason.to_string()));
+                                out.wrong.push((index, r.decision, r.reason.to_string()));
                             }
                             let target = out.target(r.target_peer.as_ref());
                             out.kept.push(Kept {
@@ -367,15 +368,17 @@ pub fn run(args: Args) -> Result<Exit> {
     for (k, target) in &all {
         digest_of(k, *target, &mut hash);
     }
-    let mut wrong: Vec<&(u32, String)> = results.iter().flat_map(|d| &d.wrong).collect();
-    wrong.sort_by_key(|(index, _)| *index);
+    let mut wrong: Vec<&(u32, Decision, String)> = results.iter().flat_map(|d| &d.wrong).collect();
+    wrong.sort_by_key(|(index, _, _)| *index);
     let mut mismatches = wrong.len();
-    for (index, reason) in wrong.iter().take(5) {
+    for (index, got, reason) in wrong.iter().take(5) {
         let at = *index as usize % events.len();
         let want = expected_of(at).unwrap_or_default();
-        let got = all.iter().find(|(k, _)| k.index == *index);
-        let got = got.map_or("?", |(k, _)| k.decision.as_str());
-        eprintln!("event {}: expected {want}, got {got} ({reason})", at + 1);
+        eprintln!(
+            "event {}: expected {want}, got {} ({reason})",
+            at + 1,
+            got.as_str()
+        );
     }
     if let Some(exp) = &expected
         && exp.len() != events.len()
