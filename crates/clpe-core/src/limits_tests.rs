@@ -368,3 +368,75 @@ fn hex_edges() {
         assert_eq!(std::str::from_utf8(&all[..count]).unwrap(), text);
     }
 }
+
+/// An event-named record admitted on one thread is found from any other: closed there,
+/// replaced there.
+#[test]
+fn event_named_connections_are_found_from_any_thread() {
+    let counters = Counters::default();
+    let conns = Connections::default();
+    let p: Arc<str> = "/p".into();
+    let admit = |id: &str| {
+        let slot = counters.try_reserve(&p, &[], u64::MAX, Time(100)).unwrap();
+        conns.admit(ConnectionId::new(id), None, None, vec![slot], Time(100));
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| (0..300).for_each(|i| admit(&format!("c{i}"))))
+            .join()
+    })
+    .unwrap();
+    assert_eq!(conns.open(), 300);
+    // A record of another thread's shard, replaced from this one: one record, its count
+    // taken once.
+    admit("c7");
+    assert_eq!(conns.open(), 300);
+    assert_eq!(counters.current(&p, &[]), 300);
+    assert!(conns.contains("c7") && conns.contains("c8") && !conns.contains("c300"));
+    let closed = (0..300)
+        .filter(|i| i % 3 == 0)
+        .filter(|i| conns.close(&format!("c{i}")).is_some())
+        .count();
+    assert_eq!(closed, 100);
+    assert!(conns.close("c0").is_none(), "closed once");
+    assert_eq!(conns.open(), 200);
+    assert_eq!(counters.current(&p, &[]), 200);
+    conns.expire(Time(100));
+    assert_eq!(conns.open(), 0);
+    assert_eq!(counters.current(&p, &[]), 0);
+    assert!(!conns.contains("c8") && conns.close("c8").is_none());
+}
+
+/// Threads admitting, closing, reusing ids and sweeping at once: no record or slot
+/// is lost or kept twice.
+#[test]
+fn threads_share_ids_admit_close_and_sweep_at_once() {
+    let counters = Counters::default();
+    let conns = Connections::default();
+    let p: Arc<str> = "/p".into();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (counters, conns, p) = (&counters, &conns, &p);
+            s.spawn(move || {
+                for i in 0..3_000u64 {
+                    // 50 ids shared by all threads; leases ending at once, some already.
+                    let id = ConnectionId::new(format!("c{}", (i * 7 + t) % 50));
+                    let now = Time(i);
+                    let lease = Time(i + 1 + (i + t) % 3);
+                    let slot = counters.try_reserve(p, &[], u64::MAX, lease).unwrap();
+                    conns.admit(id.clone(), None, None, vec![slot], lease);
+                    match i % 4 {
+                        0 => drop(conns.close(id.as_str())),
+                        1 => conns.expire(now),
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let open = conns.open();
+    assert!(open <= 50, "{open} records for 50 ids");
+    assert_eq!(counters.current(&p, &[]), open);
+    conns.expire(Time(10_000));
+    assert_eq!(conns.open(), 0);
+    assert_eq!(counters.current(&p, &[]), 0);
+}
