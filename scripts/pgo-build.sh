@@ -38,6 +38,9 @@ gen=$root/target/pgo-gen/release/clpe
 rm -f "$raw"/*.profraw
 
 echo "== training ==" >&2
+# The scenarios load the example WASM agents: built first, as .ci/run does.
+bash scripts/build-wasm-examples.sh >&2
+trap 'echo "pgo-build: a training run failed (run it without >/dev/null to see why)" >&2' ERR
 "$gen" bench --policies "$bench/acl-1000/policies.yaml" --events "$bench/acl-1000/events.jsonl" \
   --expected "$bench/acl-1000/expected.txt" --repeat 3 --floor >/dev/null
 "$gen" bench --local-peer home --policies "$bench/chain-10000/policies.yaml" \
