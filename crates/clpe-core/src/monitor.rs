@@ -217,8 +217,14 @@ const FOLD_AT: usize = 16 * 1024;
 /// the names in use. A name without an origin is counted by name straight away.
 struct ByOrigin<T, V> {
     live: Table<T, V>,
-    /// INVARIANT: the name of every origin a key in `live` holds (but 0).
-    names: FxHashMap<u64, Text>,
+    /// INVARIANT: the name of every origin a key in `live` holds (but 0), some more than
+    /// once. Appended to as keys come, looked up only to render or fold: a map from
+    /// origin to name cost each new key two cache misses (its control bytes and its
+    /// entry), and on a workload's first pass nearly every decision brings a new key.
+    names: Vec<(u64, Text)>,
+    /// The origin last appended for each name of a key: a name that comes again straight
+    /// away (the deciding agent, usually) is not appended again.
+    last: [u64; 2],
     folded: FxHashMap<Named<T>, V>,
 }
 
@@ -226,7 +232,8 @@ impl<T, V> Default for ByOrigin<T, V> {
     fn default() -> Self {
         ByOrigin {
             live: Table::default(),
-            names: FxHashMap::default(),
+            names: Vec::new(),
+            last: [0; 2],
             folded: FxHashMap::default(),
         }
     }
@@ -252,19 +259,24 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByOrigin<T, V> {
     #[cold]
     fn insert(&mut self, key: Key<T>, names: [Option<&Text>; 2], f: impl FnOnce(&mut V)) {
         if self.live.len >= FOLD_AT.max(2 * self.folded.len()) {
+            let by_origin = name_index(&self.names);
             for ((tag, a, b), v) in self.live.take() {
-                let name = |a| self.names.get(&a).cloned();
+                let name = |a| by_origin.get(&a).copied().cloned();
                 self.folded
                     .entry((tag, name(a), name(b)))
                     .or_default()
                     .add(&v);
             }
             self.names.clear();
+            self.last = [0; 2];
         }
-        for name in names.into_iter().flatten() {
-            self.names
-                .entry(origin(Some(name)))
-                .or_insert_with(|| name.clone());
+        for (name, last) in names.into_iter().zip(&mut self.last) {
+            let Some(name) = name else { continue };
+            let o = origin(Some(name));
+            if o != *last {
+                self.names.push((o, name.clone()));
+                *last = o;
+            }
         }
         if let Some(v) = self.live.insert(key) {
             f(v);
@@ -273,16 +285,22 @@ impl<T: Copy + Eq + std::hash::Hash, V: Tally> ByOrigin<T, V> {
 
     /// Every count with its names (one name may come more than once).
     fn iter(&self) -> impl Iterator<Item = (T, Option<&Text>, Option<&Text>, &V)> {
-        let live = self
-            .live
-            .iter()
-            .map(|((tag, a, b), v)| (*tag, self.names.get(a), self.names.get(b), v));
+        let by_origin = name_index(&self.names);
+        let live = self.live.iter().map(move |((tag, a, b), v)| {
+            let name = |o| by_origin.get(o).copied();
+            (*tag, name(a), name(b), v)
+        });
         let folded = self
             .folded
             .iter()
             .map(|((tag, a, b), v)| (*tag, a.as_ref(), b.as_ref(), v));
         live.chain(folded)
     }
+}
+
+/// The names of [`ByOrigin::names`] by origin.
+fn name_index(names: &[(u64, Text)]) -> FxHashMap<u64, &Text> {
+    names.iter().map(|(o, name)| (*o, name)).collect()
 }
 
 #[derive(Default)]

@@ -274,8 +274,14 @@ fn counts_by_origin_fold_into_counts_by_name_as_snapshots_come_and_go() {
             .iter()
             .flat_map(|((_, a, b), _)| [*a, *b])
             .collect();
-        assert_eq!(origins, counts.names.keys().copied().collect());
+        assert_eq!(origins, counts.names.iter().map(|(o, _)| *o).collect());
         assert!(counts.names.iter().all(|(a, n)| *a == origin(Some(n))));
+        // A name for each key's policy, the agent's once per run of keys it decides.
+        assert!(
+            counts.names.len() <= counts.live.len + 1,
+            "{}",
+            counts.names.len()
+        );
     }
     assert_eq!(by_name(&counts), want);
     // Bounded by the names in use, not by the origins seen.
@@ -305,7 +311,7 @@ fn names_without_an_origin_are_counted_by_name_with_those_of_one() {
             .all(|((a, p), n)| a == "geo"
                 && *n == 3 + u64::from(p[1..].parse::<u64>().unwrap() < 500))
     );
-    assert!(counts.names.values().all(|n| n.origin().is_some()));
+    assert!(counts.names.iter().all(|(_, n)| n.origin().is_some()));
     let unnamed = |p: &Option<Text>| p.as_ref().is_some_and(|p| p.origin().is_none());
     assert!(counts.folded.keys().all(|(_, _, p)| unnamed(p)));
     assert_eq!(counts.live.len, 1500);
