@@ -41,6 +41,12 @@ pub struct Args {
     /// Decide the events this many times over (a longer run; `--expected` checks each pass).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Passes over the events decided before the timed ones, on one thread, untimed and
+    /// unchecked (their connections stay open, their counts stay counted). A first pass
+    /// pays what a running engine pays once per policy and thread: the monitor's first
+    /// count of each policy, data not yet in cache. `--warmup 0` times it.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Print the monitor's Prometheus metrics after the run.
     #[arg(long)]
     metrics: bool,
@@ -67,6 +73,8 @@ struct Latency {
 #[derive(Serialize)]
 struct Report {
     events: usize,
+    /// Untimed passes over the events before the timed ones.
+    warmup_passes: usize,
     decisions_per_second: f64,
     latency_ns: Latency,
     /// What reading the clock around an empty region costs (median): taken off every
@@ -269,6 +277,18 @@ pub fn run(args: Args) -> Result<Exit> {
         bail!("--repeat: more than {} decisions in one run", u32::MAX);
     }
     let timer_ns = timer_overhead();
+    // The warm-up's decisions take the first times; the timed ones follow them.
+    let warm = events.len().saturating_mul(args.warmup);
+    if u32::try_from(warm).is_err() {
+        bail!("--warmup: more than {} decisions", u32::MAX);
+    }
+    for (i, event) in events.iter().cycle().take(warm).enumerate() {
+        let now = Time(i as u64 * 1_000);
+        let _ = std::hint::black_box(engine.decide(event, now, DecideOptions::default()));
+    }
+    if let Some((f, e)) = floor.as_ref().filter(|_| args.warmup > 0) {
+        f.time(e, args.warmup);
+    }
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
     let floor_before = floor.as_ref().map(|(f, e)| f.time(e, repeat));
@@ -307,7 +327,7 @@ pub fn run(args: Args) -> Result<Exit> {
                         let Some(event) = events.get(i % n) else {
                             break;
                         };
-                        let now = Time(i as u64 * 1_000);
+                        let now = Time((warm + i) as u64 * 1_000);
                         // The daemon decides an event it has just parsed, so in cache;
                         // here events were parsed long before, into a list larger than
                         // the cache. Reading it once (untimed) puts it where the daemon's
@@ -397,6 +417,7 @@ pub fn run(args: Args) -> Result<Exit> {
     let p50 = pct(0.5);
     let report = Report {
         events: all.len(),
+        warmup_passes: args.warmup,
         decisions_per_second: all.len() as f64 / wall.max(1e-9),
         latency_ns: Latency {
             p50,
@@ -425,7 +446,10 @@ pub fn run(args: Args) -> Result<Exit> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("events          {}", report.events);
+        println!(
+            "events          {} (after {} untimed pass(es) over them)",
+            report.events, report.warmup_passes
+        );
         println!("threads         {}", report.threads);
         println!("decisions/s     {:.0}", report.decisions_per_second);
         println!(

@@ -196,6 +196,33 @@ fn a_wrong_expected_line_is_counted_and_fails_the_run() {
     );
 }
 
+/// Warm-up passes are decided but neither timed, counted nor checked: the report counts
+/// and checks the timed passes only, and says how many passes came before.
+#[test]
+fn warmup_passes_are_neither_counted_nor_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let [p, e, x] = workload(d.path(), Some(2));
+    for (warmup, repeat) in [("0", "1"), ("3", "2")] {
+        let out = bench(&[
+            "--policies",
+            &p,
+            "--events",
+            &e,
+            "--expected",
+            &x,
+            "--json",
+            "--warmup",
+            warmup,
+            "--repeat",
+            repeat,
+        ]);
+        let r = json(&out);
+        assert_eq!(r["warmup_passes"], warmup.parse::<u64>().unwrap());
+        assert_eq!(r["events"], 7 * repeat.parse::<u64>().unwrap());
+        assert_eq!(r["mismatches"], repeat.parse::<u64>().unwrap(), "{r}");
+    }
+}
+
 /// Runs the bench on the base workload's documents and `extra` after them, on `events`
 /// (and `expected`, if given), with `args`.
 fn bench_with(extra: &str, events: &[&str], expected: Option<&[&str]>, args: &[&str]) -> Output {
