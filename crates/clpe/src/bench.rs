@@ -41,10 +41,10 @@ pub struct Args {
     /// Decide the events this many times over (a longer run; `--expected` checks each pass).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
-    /// Passes over the events decided before the timed ones, on one thread, untimed and
-    /// unchecked (their connections stay open, their counts stay counted). A first pass
-    /// pays what a running engine pays once per policy and thread: the monitor's first
-    /// count of each policy, data not yet in cache. `--warmup 0` times it.
+    /// Passes over the events decided before the timed ones, by each deciding thread,
+    /// untimed and unchecked (their connections stay open, their counts stay counted). A
+    /// first pass pays what a running engine pays once per policy and thread: the
+    /// monitor's first count of each policy, data not yet in cache. `--warmup 0` times it.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// Print the monitor's Prometheus metrics after the run.
@@ -282,17 +282,17 @@ pub fn run(args: Args) -> Result<Exit> {
     if u32::try_from(warm).is_err() {
         bail!("--warmup: more than {} decisions", u32::MAX);
     }
-    for (i, event) in events.iter().cycle().take(warm).enumerate() {
-        let now = Time(i as u64 * 1_000);
-        let _ = std::hint::black_box(engine.decide(event, now, DecideOptions::default()));
-    }
     if let Some((f, e)) = floor.as_ref().filter(|_| args.warmup > 0) {
         f.time(e, args.warmup);
     }
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
     let floor_before = floor.as_ref().map(|(f, e)| f.time(e, repeat));
-    let started = Instant::now();
+    // Each deciding thread makes the warm-up passes itself, then all start timing together:
+    // what a pass warms is partly the deciding thread's own (the monitor's counts are
+    // kept per thread), so a warm-up on another thread would leave the timed one cold.
+    let ready = std::sync::Barrier::new(threads + usize::from(args.churn));
+    let started = std::sync::OnceLock::new();
     let expected_of = |i: usize| -> Option<&str> {
         let exp = expected.as_ref()?;
         Some(exp.get(i).map(String::as_str).unwrap_or("<missing>"))
@@ -300,8 +300,11 @@ pub fn run(args: Args) -> Result<Exit> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Decided> = std::thread::scope(|s| {
         if args.churn {
-            let (engine, done, churned) = (&engine, &done, &churned);
-            s.spawn(move || churn(engine, done, churned));
+            let (engine, done, churned, ready) = (&engine, &done, &churned, &ready);
+            s.spawn(move || {
+                ready.wait();
+                churn(engine, done, churned)
+            });
         }
         // Threads take the events in turns of `CHUNK`, whoever is free next (as a
         // server's workers take requests): a thread whose core is slowed by the VM's
@@ -312,7 +315,16 @@ pub fn run(args: Args) -> Result<Exit> {
                 let events = &events;
                 let expected_of = &expected_of;
                 let next = &next;
+                let (ready, started) = (&ready, &started);
                 s.spawn(move || {
+                    for (i, event) in events.iter().cycle().take(warm).enumerate() {
+                        let now = Time(i as u64 * 1_000);
+                        let r = engine.decide(event, now, DecideOptions::default());
+                        let _ = std::hint::black_box(r);
+                    }
+                    if ready.wait().is_leader() {
+                        let _ = started.set(Instant::now());
+                    }
                     let mut out = Decided {
                         kept: Vec::with_capacity(events.len() * repeat / threads + 1),
                         ..Decided::default()
@@ -361,7 +373,7 @@ pub fn run(args: Args) -> Result<Exit> {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         out
     });
-    let wall = started.elapsed().as_secs_f64();
+    let wall = started.get().map_or(0.0, |t: &Instant| t.elapsed().as_secs_f64());
     let floor_after = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     // Each decision with its target's name, in event order.
     let mut all: Vec<(Kept, Option<&PeerName>)> = (results.iter())
