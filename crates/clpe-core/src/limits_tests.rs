@@ -129,9 +129,9 @@ fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
         "{heap} expiries kept for 20 open connections"
     );
     assert_eq!(conns.open(), 20);
-    let places: usize = conns.shards.iter().map(|s| s.lock().places as usize).sum();
+    let places: usize = conns.shards.iter().map(|s| s.lock().places()).sum();
     assert!(
-        places <= 20 + SHARDS,
+        places <= SHARDS * CHUNK,
         "{places} record places for 20 open connections: closed ones are reused"
     );
     assert_eq!(counters.current(&p, &[]), 20);
@@ -205,9 +205,71 @@ fn leases_end_exactly_in_any_order_they_were_given() {
 #[test]
 fn a_record_stays_small() {
     // Every admitted connection writes one: the table holds as many as are open.
-    assert_eq!(std::mem::size_of::<Option<Record>>(), 80);
+    assert_eq!(std::mem::size_of::<Place>(), 80);
     assert_eq!(std::mem::size_of::<Due>(), 16);
-    assert_eq!(std::mem::size_of::<Pos>(), 8);
+}
+
+#[test]
+fn a_shard_header_shares_its_lock_line() {
+    // What admitting and closing touch first (index and slab headers, free list head)
+    // is in the lock's line: the data starts 8 bytes in, and those fields end by 56.
+    let shard = Padded(ShardLock::<ConnShard>::default());
+    let base = &shard as *const _ as usize;
+    let guard = shard.lock();
+    let data = &*guard as *const ConnShard as usize - base;
+    assert_eq!(data, 8);
+    let end = |field: *const u8, size: usize| field as usize - base + size;
+    assert!(end((&raw const guard.held).cast(), 4) <= 64);
+    assert!(end((&raw const guard.free).cast(), 4) <= 64);
+    assert!(end((&raw const guard.slab).cast(), 24) <= 64);
+    assert!(end((&raw const guard.index).cast(), 24) <= 64);
+}
+
+#[test]
+fn the_index_finds_what_it_holds_through_inserts_and_removals() {
+    // Against a model, with hashes crowded into few values so runs are long and
+    // removals shift entries back across the table's end.
+    let mut index = Index::default();
+    let mut model: std::collections::HashMap<u32, u32> = Default::default();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..20_000u32 {
+        let at = (next() % 3000) as u32;
+        let hash = (next() % 64) as u32 * 0x0101_0101;
+        match model.get(&at) {
+            Some(h) => {
+                let h = *h;
+                let (i, found) = index.find(h, |a| a == at).expect("held");
+                assert_eq!(found, at);
+                index.remove_at(i);
+                model.remove(&at);
+            }
+            None => {
+                index.insert(hash, at);
+                model.insert(at, hash);
+            }
+        }
+        if round % 1000 == 0 {
+            assert_eq!(index.len, model.len());
+            for (at, h) in &model {
+                assert_eq!(index.find(*h, |a| a == *at).map(|f| f.1), Some(*at));
+            }
+            assert!(2 * index.len <= index.entries.len());
+        }
+    }
+    for at in (0..3000u32).filter(|a| !model.contains_key(a)) {
+        for h in 0..64u32 {
+            assert!(
+                index.find(h * 0x0101_0101, |a| a == at).is_none(),
+                "{at} removed"
+            );
+        }
+    }
 }
 
 #[test]

@@ -373,7 +373,9 @@ pub fn run(args: Args) -> Result<Exit> {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         out
     });
-    let wall = started.get().map_or(0.0, |t: &Instant| t.elapsed().as_secs_f64());
+    let wall = started
+        .get()
+        .map_or(0.0, |t: &Instant| t.elapsed().as_secs_f64());
     let floor_after = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     // Each decision with its target's name, in event order.
     let mut all: Vec<(Kept, Option<&PeerName>)> = (results.iter())
