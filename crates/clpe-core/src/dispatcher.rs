@@ -18,7 +18,8 @@ use crate::context::{Candidate, Context, Notes, Scope, source_attrs};
 use crate::document::{DocKey, Document, FailureMode, parse_value};
 use crate::error::{ApplyError, EventError};
 use crate::event::{
-    Decision, Direction, Event, EventType, RateLimit, Response, TraceEntry, WouldDeny,
+    ConnectionClosed, Decision, Direction, Event, EventType, NewConnection, RateLimit, Response,
+    TraceEntry, WouldDeny,
 };
 use crate::monitor::{Monitor, MonitorAgent};
 use crate::names::{AgentName, PeerName, Time};
@@ -376,6 +377,18 @@ impl Engine {
         let Ok(response) = &mut result else {
             return result;
         };
+        // A connection the event names is admitted at the chain's end, or closed at its
+        // start, in a shard another thread may have used last: its line starts coming now.
+        match event {
+            Event::NewConnection(NewConnection {
+                connection_id: Some(id),
+                ..
+            })
+            | Event::ConnectionClosed(ConnectionClosed {
+                connection_id: id, ..
+            }) if !opts.dry_run => self.runtime.connections.prefetch(id.as_str()),
+            _ => {}
+        }
         // Latency is sampled: a thread's first decision and one in 256 after it are timed,
         // chain and agents. Timing every decision would cost more clock reads (about 30 ns
         // each on a VM) than some agents cost. An explained decision is not timed: it
