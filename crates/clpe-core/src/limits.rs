@@ -288,6 +288,7 @@ impl Index {
         if 2 * (self.len + 1) > self.entries.len() {
             self.grow();
         }
+        // INVARIANT: a place is below `u32::MAX` (that many 80-byte records: over 300 GB).
         let e = (u64::from(hash) << 32) | (u64::from(at) + 1);
         let mut i = self.home(hash);
         while let Some(slot) = self.entries.get_mut(i) {
