@@ -202,8 +202,16 @@ fn a_wrong_expected_line_is_counted_and_fails_the_run() {
 fn warmup_passes_are_neither_counted_nor_checked() {
     let d = tempfile::tempdir().unwrap();
     let [p, e, x] = workload(d.path(), Some(2));
-    for (warmup, repeat) in [("0", "1"), ("3", "2")] {
-        let out = bench(&[
+    // With threads (each makes the warm-up passes itself) and with a churning thread
+    // (which waits for them): the same counts.
+    let runs = [
+        ("0", "1", &[][..]),
+        ("3", "2", &[][..]),
+        ("2", "40", &["--threads", "2"][..]),
+        ("1", "40", &["--threads", "2", "--churn"][..]),
+    ];
+    for (warmup, repeat, extra) in runs {
+        let mut args = vec![
             "--policies",
             &p,
             "--events",
@@ -215,7 +223,9 @@ fn warmup_passes_are_neither_counted_nor_checked() {
             warmup,
             "--repeat",
             repeat,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = bench(&args);
         let r = json(&out);
         assert_eq!(r["warmup_passes"], warmup.parse::<u64>().unwrap());
         assert_eq!(r["events"], 7 * repeat.parse::<u64>().unwrap());
