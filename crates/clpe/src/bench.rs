@@ -301,8 +301,10 @@ pub fn run(args: Args) -> Result<Exit> {
     let results: Vec<Decided> = std::thread::scope(|s| {
         if args.churn {
             let (engine, done, churned, ready) = (&engine, &done, &churned, &ready);
+            let started = &started;
             s.spawn(move || {
                 ready.wait();
+                started.get_or_init(Instant::now);
                 churn(engine, done, churned)
             });
         }
@@ -322,9 +324,10 @@ pub fn run(args: Args) -> Result<Exit> {
                         let r = engine.decide(event, now, DecideOptions::default());
                         let _ = std::hint::black_box(r);
                     }
-                    if ready.wait().is_leader() {
-                        let _ = started.set(Instant::now());
-                    }
+                    // Whoever is released first starts the clock (the churning thread may
+                    // be the barrier's leader).
+                    ready.wait();
+                    started.get_or_init(Instant::now);
                     let mut out = Decided {
                         kept: Vec::with_capacity(events.len() * repeat / threads + 1),
                         ..Decided::default()
@@ -373,9 +376,7 @@ pub fn run(args: Args) -> Result<Exit> {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         out
     });
-    let wall = started
-        .get()
-        .map_or(0.0, |t: &Instant| t.elapsed().as_secs_f64());
+    let wall = started.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
     let floor_after = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     // Each decision with its target's name, in event order.
     let mut all: Vec<(Kept, Option<&PeerName>)> = (results.iter())

@@ -209,6 +209,8 @@ fn warmup_passes_are_neither_counted_nor_checked() {
         ("3", "2", &[][..]),
         ("2", "40", &["--threads", "2"][..]),
         ("1", "40", &["--threads", "2", "--churn"][..]),
+        ("0", "40", &["--churn"][..]),
+        ("0", "40", &["--threads", "2", "--churn"][..]),
     ];
     for (warmup, repeat, extra) in runs {
         let mut args = vec![
@@ -230,6 +232,10 @@ fn warmup_passes_are_neither_counted_nor_checked() {
         assert_eq!(r["warmup_passes"], warmup.parse::<u64>().unwrap());
         assert_eq!(r["events"], 7 * repeat.parse::<u64>().unwrap());
         assert_eq!(r["mismatches"], repeat.parse::<u64>().unwrap(), "{r}");
+        // The rate's clock started when timing did, whichever thread was released first
+        // (no run of 7 events decides a billion a second).
+        let rate = r["decisions_per_second"].as_f64().unwrap();
+        assert!(rate > 0.0 && rate < 1e9, "{r}");
     }
 }
 
