@@ -730,16 +730,22 @@ impl Connections {
         self.peers.get(peer.0 as usize).map_or(0, PeerOpen::sum)
     }
 
-    /// Starts bringing in the cache line of the shard where the event-named connection
-    /// `id` is or will be (its lock, and the headers an admission or close reads first),
-    /// for writing. Called as a decision starts: a connection is admitted at the chain's
-    /// end, and with two threads the line is as likely in the other's cache as in this
-    /// one's.
+    /// Starts bringing in the cache line of the shard where the connection `id` is or
+    /// will be (its lock, and the headers an admission or close reads first), for
+    /// writing: the shard its text names if this table made it, else its hash's. Called
+    /// as a decision starts: a connection is admitted at the chain's end, and with two
+    /// threads the line is as likely in the other's cache as in this one's.
     #[inline]
     pub fn prefetch(&self, id: &str) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(shard) = self.shards.get(shard_index(id_hash(id))) {
-            safe_arch::prefetch_et0(shard);
+        {
+            let shard = match self.locate(id) {
+                Some((_, shard, _)) => shard,
+                None => shard_index(id_hash(id)),
+            };
+            if let Some(shard) = self.shards.get(shard) {
+                safe_arch::prefetch_et0(shard);
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = id;
