@@ -343,62 +343,90 @@ impl Index {
 /// lease has ended, else those of its slots whose lease has.
 type Due = (u64, u32);
 
+/// Lanes of expiries in a shard: a thread pushes to the lane of its number, so two
+/// threads admitting into one shard do not write the same queue's header and tail (a
+/// cache line each, which would move between their cores), and each lane stays in time
+/// order (one thread's clock does not go back; two threads' clocks, interleaved, do).
+const LANES: usize = 4;
+
 /// A shard's pending expiries. Leases mostly end in the order connections came (one
-/// lease length, one clock), so most go to the back of a queue that stays in time order,
-/// at the cost of a push; one that would break the order (another lease length, a thread
-/// with an earlier clock) goes to a heap. The earliest of both fronts is next.
+/// lease length, one clock), so most go to the back of the admitting thread's lane, a
+/// queue that stays in time order, at the cost of a push; one that would break the order
+/// (another lease length) goes to a heap. The earliest of the fronts is next.
 #[derive(Default)]
 struct Expiries {
-    queue: VecDeque<Due>,
+    /// Behind a pointer: a lane's header has a line of its own, and the shard's header
+    /// stays in the lock's line.
+    lanes: Box<[Padded<VecDeque<Due>>; LANES]>,
     heap: BinaryHeap<Reverse<Due>>,
 }
 
 impl Expiries {
     #[inline]
-    fn push(&mut self, due: Due) {
-        match self.queue.back() {
+    fn push(&mut self, lane: usize, due: Due) {
+        let Some(queue) = self.lanes.get_mut(lane % LANES) else {
+            return;
+        };
+        match queue.0.back() {
             Some(last) if due.0 < last.0 => self.heap.push(Reverse(due)),
-            _ => self.queue.push_back(due),
+            _ => queue.0.push_back(due),
         }
     }
 
     /// The connection's lease end, and each earlier slot lease end: a connection that
-    /// holds no slot (the common case) costs one entry.
+    /// holds no slot (the common case) costs one entry. Returns the earliest of them.
     #[inline]
-    fn push_conn(&mut self, at: u32, conn: &Record) {
-        self.push((conn.expires.0, at));
+    fn push_conn(&mut self, lane: usize, at: u32, conn: &Record) -> u64 {
+        self.push(lane, (conn.expires.0, at));
         let mut last = conn.expires;
         for slot in &conn.slots {
             // INVARIANT: no slot outlives its connection (`admit` makes sure), so a slot
             // ending with the connection needs no entry of its own. Repeats are harmless
             // (an entry whose work is done changes nothing) but skipped when adjacent.
             if slot.expires < conn.expires && slot.expires != last {
-                self.push((slot.expires.0, at));
+                self.push(lane, (slot.expires.0, at));
                 last = slot.expires;
             }
         }
+        last.0
     }
 
     /// Takes the earliest entry if it is due at `now`.
     fn pop_due(&mut self, now: u64) -> Option<Due> {
-        let queued = self.queue.front().filter(|d| d.0 <= now).copied();
-        let heaped = self.heap.peek().map(|r| r.0).filter(|d| d.0 <= now);
+        let queued = (self.lanes.iter().enumerate())
+            .filter_map(|(i, q)| q.0.front().map(|d| (i, *d)))
+            .min_by_key(|(_, d)| d.0);
+        let heaped = self.heap.peek().map(|r| r.0);
         match (queued, heaped) {
-            (Some(q), Some(h)) if h.0 < q.0 => self.heap.pop().map(|r| r.0),
-            (Some(_), _) => self.queue.pop_front(),
-            (None, Some(_)) => self.heap.pop().map(|r| r.0),
-            (None, None) => None,
+            (Some((_, q)), Some(h)) if h.0 < q.0 => self.pop_heap(now),
+            (None, Some(_)) => self.pop_heap(now),
+            (Some((lane, q)), _) if q.0 <= now => self.lanes.get_mut(lane)?.0.pop_front(),
+            _ => None,
         }
     }
 
+    fn pop_heap(&mut self, now: u64) -> Option<Due> {
+        self.heap.peek().filter(|r| r.0.0 <= now)?;
+        self.heap.pop().map(|r| r.0)
+    }
+
     fn next(&self) -> u64 {
-        let queued = self.queue.front().map_or(u64::MAX, |d| d.0);
+        let queued = (self.lanes.iter())
+            .filter_map(|q| q.0.front().map(|d| d.0))
+            .min()
+            .unwrap_or(u64::MAX);
         let heaped = self.heap.peek().map_or(u64::MAX, |r| r.0.0);
         queued.min(heaped)
     }
 
     fn len(&self) -> usize {
-        self.queue.len() + self.heap.len()
+        self.lanes.iter().map(|q| q.0.len()).sum::<usize>() + self.heap.len()
+    }
+
+    /// Entries in `lane` and the heap: what an admission on that lane checks (reading
+    /// the other lanes would take their lines from the threads that push to them).
+    fn lane_len(&self, lane: usize) -> usize {
+        self.lanes.get(lane % LANES).map_or(0, |q| q.0.len()) + self.heap.len()
     }
 }
 
@@ -521,15 +549,17 @@ impl ConnShard {
         self.slab.len() * CHUNK
     }
 
-    /// Puts a record in a free place, with its expiries; returns the place.
-    fn insert(&mut self, record: Record) -> u32 {
+    /// Puts a record in a free place, with its expiries in this thread's lane; returns
+    /// the place and the earliest of those expiries.
+    fn insert(&mut self, record: Record) -> (u32, u64) {
         if self.held as usize == self.places() {
             self.grow();
         }
         let at = self.free;
         let hash = record.hash;
         let indexed = matches!(record.id, Named::Event(_));
-        self.expiries.push_conn(at, &record);
+        let lane = thread_number();
+        let earliest = self.expiries.push_conn(lane, at, &record);
         if let Some(place) = self.place_mut(at)
             && let Place::Free(next) = std::mem::replace(place, Place::Held(record))
         {
@@ -539,7 +569,8 @@ impl ConnShard {
         if indexed {
             self.index.insert(hash, at);
         }
-        at
+        self.compact(self.expiries.lane_len(lane));
+        (at, earliest)
     }
 
     /// Adds a chunk of places to the slab, at the head of the free list in order.
@@ -569,15 +600,15 @@ impl ConnShard {
                 record.slots = slots.into_boxed_slice();
             }
         }
-        self.compact();
+        self.compact(self.expiries.len());
     }
 
-    /// Closed connections leave entries behind: rebuild when they dominate. Amortised
-    /// O(1): the entries have at least doubled since the last rebuild, and a rebuild
-    /// costs about as much as their number.
+    /// Closed connections leave entries behind: rebuild when they dominate (`len`, the
+    /// entries counted: all of them, or an admission's lane and the heap). Amortised
+    /// O(1): the entries counted have at least doubled since the last rebuild, and a
+    /// rebuild costs about as much as all entries, at most [`LANES`] times those counted.
     #[inline]
-    fn compact(&mut self) {
-        let len = self.expiries.len();
+    fn compact(&mut self, len: usize) {
         if len > 1024 && len > 4 * (self.len() + 1) && len > 2 * self.rebuilt {
             self.rebuild();
         }
@@ -588,16 +619,20 @@ impl ConnShard {
         let mut fresh = Expiries::default();
         for (at, record) in self.slab.iter().flat_map(|c| c.iter()).enumerate() {
             if let Place::Held(r) = record {
-                fresh.push_conn(at as u32, r);
+                fresh.push_conn(0, at as u32, r);
             }
         }
-        // All in time order in the queue, none in the heap.
-        let mut all: Vec<Due> = fresh.queue.into_iter().collect();
-        all.extend(fresh.heap.into_iter().map(|r| r.0));
+        // All in time order in the first lane, none in the heap.
+        let Expiries { mut lanes, heap } = fresh;
+        let mut all: Vec<Due> = lanes.iter_mut().flat_map(|q| q.0.drain(..)).collect();
+        all.extend(heap.into_iter().map(|r| r.0));
         all.sort_unstable();
         self.rebuilt = all.len();
+        if let Some(first) = lanes.first_mut() {
+            first.0 = all.into();
+        }
         self.expiries = Expiries {
-            queue: all.into(),
+            lanes,
             heap: BinaryHeap::new(),
         };
     }
@@ -828,6 +863,7 @@ impl Connections {
             if let Some((i, at)) = s.find(hash, id.as_str()) {
                 s.remove_found(at, Some(i), &self.peers);
             }
+            // The bound needs lowering only for what this admission adds.
             s.insert(Record {
                 id: Named::Event(id),
                 src_service,
@@ -835,9 +871,8 @@ impl Connections {
                 expires,
                 hash: hash as u32,
                 peer,
-            });
-            s.compact();
-            s.next()
+            })
+            .1
         };
         self.expiring(earliest);
     }
@@ -870,16 +905,14 @@ impl Connections {
         let serial_now = number;
         let (at, earliest) = {
             let mut s = lock.lock();
-            let at = s.insert(Record {
+            s.insert(Record {
                 id: Named::Engine(serial_now),
                 src_service,
                 slots: slots.into_boxed_slice(),
                 expires,
                 hash: 0,
                 peer,
-            });
-            s.compact();
-            (at, s.next())
+            })
         };
         self.expiring(earliest);
         let place = u64::from(at) * SHARDS as u64 + shard as u64;

@@ -203,6 +203,61 @@ fn leases_end_exactly_in_any_order_they_were_given() {
 }
 
 #[test]
+fn lanes_keep_each_threads_leases_in_order_and_pop_the_earliest_first() {
+    // Two threads' clocks interleaved: each lane stays in order, the heap stays empty.
+    let mut e = Expiries::default();
+    for (lane, t) in [(1, 10), (2, 5), (1, 11), (2, 6), (3, 7), (1, 12)] {
+        e.push(lane, (t, t as u32));
+    }
+    assert!(e.heap.is_empty());
+    assert_eq!((e.len(), e.lane_len(1), e.next()), (6, 3, 5));
+    // One that goes back within its lane goes to the heap, and still comes out in order.
+    e.push(1, (4, 4));
+    assert_eq!(e.heap.len(), 1);
+    assert_eq!(e.pop_due(3), None, "nothing due at 3");
+    let order: Vec<u64> = std::iter::from_fn(|| e.pop_due(11).map(|d| d.0)).collect();
+    assert_eq!(order, [4, 5, 6, 7, 10, 11]);
+    assert_eq!((e.len(), e.next()), (1, 12));
+}
+
+#[test]
+fn threads_admitting_with_interleaved_clocks_push_no_heap_and_end_exactly() {
+    // Thread A's leases end at 1000 + i, B's at 500 + i, admitted in turns, so each
+    // shard gets them out of order: each thread's lane keeps its own in order.
+    let conns = Connections::default();
+    let turns = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        for (name, base) in [("a", 1_000u64), ("b", 500)] {
+            let (conns, turns) = (&conns, &turns);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    if name == "b" {
+                        turns.wait();
+                    }
+                    let id = ConnectionId::new(format!("{name}{i}"));
+                    conns.admit(id, None, None, vec![], Time(base + i));
+                    if name == "a" {
+                        turns.wait();
+                    }
+                }
+            });
+        }
+    });
+    let heaped: usize = conns
+        .shards
+        .iter()
+        .map(|s| s.lock().expiries.heap.len())
+        .sum();
+    assert_eq!(heaped, 0);
+    for t in [499, 550, 699, 700, 1_000, 1_100, 1_199] {
+        conns.expire(Time(t));
+        let left = |base: u64| (0..200).filter(|i| base + i > t).count() as i64;
+        assert_eq!(conns.open(), left(1_000) + left(500), "at {t}");
+        assert_eq!(conns.contains("b50"), t < 550, "b50 at {t}");
+    }
+}
+
+#[test]
 fn a_record_stays_small() {
     // Every admitted connection writes one: the table holds as many as are open.
     assert_eq!(std::mem::size_of::<Place>(), 80);
