@@ -243,21 +243,60 @@ struct Record {
 /// at most half full, removal by shifting later entries back (no tombstones). A probe
 /// reads one cache line where a table of control bytes and slots reads two, and with two
 /// threads each line a shard's operation touches is one the other thread may hold.
-#[derive(Default)]
+///
+/// Entries are atomics only so that [`Connections::prefetch`] can reach one without the
+/// lock (it reads none); the shard's lock orders every read and write of them.
 struct Index {
     /// Empty, or a power of two long.
-    entries: Box<[u64]>,
-    len: usize,
+    entries: Arc<[AtomicU64]>,
+    len: u32,
+    /// Whether `entries` is a new table not yet in the shard's [`Tables`].
+    grew: bool,
+}
+
+impl Default for Index {
+    fn default() -> Index {
+        Index {
+            entries: Arc::new([]),
+            len: 0,
+            grew: false,
+        }
+    }
+}
+
+/// Every table a shard's index has had, the current one last: read without the lock, to
+/// prefetch the line where an id's entry is. A table only doubles, so keeping the old
+/// ones costs at most as much as the current one.
+type Tables = boxcar::Vec<Arc<[AtomicU64]>>;
+
+/// Where an entry of `hash` is first looked for in a table of `len` entries: the top
+/// bits of a multiplicative mix, so ids alike in their low bits spread.
+fn home_in(len: usize, hash: u32) -> usize {
+    match len.trailing_zeros() {
+        0 | 64 => 0,
+        bits => (hash.wrapping_mul(0x9e37_79b9) >> (32 - bits)) as usize,
+    }
 }
 
 impl Index {
-    /// Where an entry of `hash` is first looked for: the top bits of a multiplicative
-    /// mix, so ids alike in their low bits spread.
     fn home(&self, hash: u32) -> usize {
-        let bits = self.entries.len().trailing_zeros();
-        match bits {
-            0 => 0,
-            _ => (hash.wrapping_mul(0x9e37_79b9) >> (32 - bits)) as usize,
+        home_in(self.entries.len(), hash)
+    }
+
+    /// Adds the table to `tables` if it is new.
+    fn publish(&mut self, tables: &Tables) {
+        if std::mem::take(&mut self.grew) {
+            tables.push(self.entries.clone());
+        }
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.entries.get(i).map_or(0, |e| e.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, i: usize, e: u64) {
+        if let Some(slot) = self.entries.get(i) {
+            slot.store(e, Ordering::Relaxed);
         }
     }
 
@@ -272,7 +311,7 @@ impl Index {
         }
         let mut i = self.home(hash);
         loop {
-            let e = *self.entries.get(i)?;
+            let e = self.entries.get(i)?.load(Ordering::Relaxed);
             if e == 0 {
                 return None;
             }
@@ -285,15 +324,15 @@ impl Index {
     }
 
     fn insert(&mut self, hash: u32, at: u32) {
-        if 2 * (self.len + 1) > self.entries.len() {
+        if 2 * (self.len as usize + 1) > self.entries.len() {
             self.grow();
         }
         // INVARIANT: a place is below `u32::MAX` (that many 80-byte records: over 300 GB).
         let e = (u64::from(hash) << 32) | (u64::from(at) + 1);
         let mut i = self.home(hash);
-        while let Some(slot) = self.entries.get_mut(i) {
-            if *slot == 0 {
-                *slot = e;
+        while let Some(slot) = self.entries.get(i) {
+            if slot.load(Ordering::Relaxed) == 0 {
+                slot.store(e, Ordering::Relaxed);
                 self.len += 1;
                 return;
             }
@@ -303,11 +342,16 @@ impl Index {
 
     #[cold]
     fn grow(&mut self) {
-        let old = std::mem::take(&mut self.entries);
-        self.entries = vec![0; (2 * old.len()).max(16)].into_boxed_slice();
+        let fresh = (0..(2 * self.entries.len()).max(16)).map(|_| AtomicU64::new(0));
+        let old = std::mem::replace(&mut self.entries, fresh.collect());
         self.len = 0;
-        for e in old.iter().filter(|e| **e != 0) {
-            self.insert((e >> 32) as u32, (*e as u32).wrapping_sub(1));
+        self.grew = true;
+        for e in old
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .filter(|e| *e != 0)
+        {
+            self.insert((e >> 32) as u32, (e as u32).wrapping_sub(1));
         }
     }
 
@@ -318,21 +362,17 @@ impl Index {
         let mut j = i;
         loop {
             j = (j + 1) & mask;
-            let e = self.entries.get(j).copied().unwrap_or(0);
+            let e = self.get(j);
             if e == 0 {
                 break;
             }
             let home = self.home((e >> 32) as u32);
             if j.wrapping_sub(home) & mask >= j.wrapping_sub(i) & mask {
-                if let Some(slot) = self.entries.get_mut(i) {
-                    *slot = e;
-                }
+                self.set(i, e);
                 i = j;
             }
         }
-        if let Some(slot) = self.entries.get_mut(i) {
-            *slot = 0;
-        }
+        self.set(i, 0);
         self.len -= 1;
     }
 }
@@ -642,10 +682,26 @@ impl ConnShard {
     }
 }
 
+/// A shard and the tables its index has had (read without its lock: see [`Tables`]). The
+/// lock comes first, so its line is the shard's first.
+#[derive(Default)]
+#[repr(C)]
+struct ConnSlot {
+    shard: ShardLock<ConnShard>,
+    tables: Tables,
+}
+
+impl std::ops::Deref for ConnSlot {
+    type Target = ShardLock<ConnShard>;
+    fn deref(&self) -> &ShardLock<ConnShard> {
+        &self.shard
+    }
+}
+
 /// The open connections, by id, with their slots; sharded by id. Also the count of open
 /// connections per peer, which `least-connections` balances on.
 pub struct Connections {
-    shards: Box<[Padded<ShardLock<ConnShard>>]>,
+    shards: Box<[Padded<ConnSlot>]>,
     /// A lower bound of the earliest expiry anywhere: decisions sweep only past it.
     next_expiry: AtomicU64,
     sweeping: Mutex<()>,
@@ -740,7 +796,7 @@ impl Connections {
         }
     }
 
-    fn shard(&self, hash: u64) -> Option<&ShardLock<ConnShard>> {
+    fn shard(&self, hash: u64) -> Option<&ConnSlot> {
         self.shards.get(shard_index(hash)).map(|p| &p.0)
     }
 
@@ -765,21 +821,34 @@ impl Connections {
         self.peers.get(peer.0 as usize).map_or(0, PeerOpen::sum)
     }
 
-    /// Starts bringing in the cache line of the shard where the connection `id` is or
-    /// will be (its lock, and the headers an admission or close reads first), for
-    /// writing: the shard its text names if this table made it, else its hash's. Called
-    /// as a decision starts: a connection is admitted at the chain's end, and with two
-    /// threads the line is as likely in the other's cache as in this one's.
+    /// Starts bringing in the cache lines the connection `id`'s admission or close will
+    /// touch first, for writing: its shard's (the lock, and the headers read first), the
+    /// shard its text names if this table made it, else its hash's; and for an id an
+    /// event named, the line of the index where its entry is or will go (its place in
+    /// the current table, read without the lock: if the table grows before the
+    /// admission, a wasted prefetch). Called as a decision starts: a connection is
+    /// admitted at the chain's end, and with two threads these lines are as likely in
+    /// the other's cache as in this one's; and the two come in together, where the
+    /// index's address is otherwise known only once the shard's line is in.
     #[inline]
     pub fn prefetch(&self, id: &str) {
         #[cfg(target_arch = "x86_64")]
         {
-            let shard = match self.locate(id) {
-                Some((_, shard, _)) => shard,
-                None => shard_index(id_hash(id)),
+            if let Some((_, shard, _)) = self.locate(id) {
+                if let Some(slot) = self.shards.get(shard) {
+                    safe_arch::prefetch_et0(slot);
+                }
+                return;
+            }
+            let hash = id_hash(id);
+            let Some(slot) = self.shard(hash) else {
+                return;
             };
-            if let Some(shard) = self.shards.get(shard) {
-                safe_arch::prefetch_et0(shard);
+            safe_arch::prefetch_et0(&slot.shard);
+            let tables = &slot.tables;
+            let table = tables.count().checked_sub(1).and_then(|n| tables.get(n));
+            if let Some(entry) = table.and_then(|t| t.get(home_in(t.len(), hash as u32))) {
+                safe_arch::prefetch_et0(entry);
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -864,15 +933,16 @@ impl Connections {
                 s.remove_found(at, Some(i), &self.peers);
             }
             // The bound needs lowering only for what this admission adds.
-            s.insert(Record {
+            let (_, earliest) = s.insert(Record {
                 id: Named::Event(id),
                 src_service,
                 slots: slots.into_boxed_slice(),
                 expires,
                 hash: hash as u32,
                 peer,
-            })
-            .1
+            });
+            s.index.publish(&shard.tables);
+            earliest
         };
         self.expiring(earliest);
     }

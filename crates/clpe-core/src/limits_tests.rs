@@ -258,6 +258,43 @@ fn threads_admitting_with_interleaved_clocks_push_no_heap_and_end_exactly() {
 }
 
 #[test]
+fn the_table_read_without_the_lock_is_the_index_current_one() {
+    // Prefetching reads the shard's last published table: after every admission (and
+    // so every growth), that is the table the index uses, and the entry's home in it is
+    // where the index starts looking.
+    let conns = Connections::default();
+    for i in 0..5_000u64 {
+        let id = format!("conn-{i}");
+        conns.admit(id.as_str().into(), None, None, vec![], Time(100));
+        let hash = id_hash(&id);
+        let slot = conns.shard(hash).unwrap();
+        let s = slot.lock();
+        let last = slot.tables.get(slot.tables.count() - 1).unwrap();
+        assert!(Arc::ptr_eq(last, &s.index.entries), "after {id}");
+        let (pos, _) = s.find(hash, &id).unwrap();
+        let home = home_in(last.len(), hash as u32);
+        assert_eq!(home, s.index.home(hash as u32));
+        assert!(
+            (pos.wrapping_sub(home) & s.index.mask()) < 64,
+            "{id} probed far"
+        );
+    }
+    // Tables only double: all kept cost less than twice the current ones.
+    let kept: usize = (conns.shards.iter())
+        .map(|slot| slot.tables.iter().map(|(_, t)| t.len()).sum::<usize>())
+        .sum();
+    let current: usize = conns
+        .shards
+        .iter()
+        .map(|s| s.lock().index.entries.len())
+        .sum();
+    assert!(
+        kept < 2 * current,
+        "{kept} entries kept for {current} in use"
+    );
+}
+
+#[test]
 fn a_record_stays_small() {
     // Every admitted connection writes one: the table holds as many as are open.
     assert_eq!(std::mem::size_of::<Place>(), 80);
@@ -311,11 +348,11 @@ fn the_index_finds_what_it_holds_through_inserts_and_removals() {
             }
         }
         if round % 1000 == 0 {
-            assert_eq!(index.len, model.len());
+            assert_eq!(index.len as usize, model.len());
             for (at, h) in &model {
                 assert_eq!(index.find(*h, |a| a == *at).map(|f| f.1), Some(*at));
             }
-            assert!(2 * index.len <= index.entries.len());
+            assert!(2 * index.len as usize <= index.entries.len());
         }
     }
     for at in (0..3000u32).filter(|a| !model.contains_key(a)) {
