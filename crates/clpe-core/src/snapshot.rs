@@ -142,13 +142,27 @@ pub struct SourceEntry {
     pub attrs: OwnedAttrs,
 }
 
+/// A balancing counter (round-robin's position, the next random draw), on lines of its
+/// own: it is written on every pick, by every deciding thread, and a line it shared with
+/// the snapshot's read-only data would be taken from every other core each time.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counter(AtomicU64);
+
+impl std::ops::Deref for Counter {
+    type Target = AtomicU64;
+    fn deref(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 pub struct ImportEntry {
     pub key: DocKey,
     pub namespace: SmolStr,
     pub sources: Vec<SourceEntry>,
     pub scheme: Scheme,
-    pub counter: Arc<AtomicU64>,
+    pub counter: Arc<Counter>,
     /// Names this Import's random sequence (its reference, hashed).
     pub salt: u64,
     /// The balancing policies for this import, by name, with the index of their `from`.
@@ -160,7 +174,7 @@ pub struct ImportEntry {
 pub struct LbEntry {
     pub matched_by: Text,
     pub spec: Arc<LbSpec>,
-    pub counter: Arc<AtomicU64>,
+    pub counter: Arc<Counter>,
     /// Names this policy's random sequence (its reference, hashed).
     pub salt: u64,
 }
