@@ -711,7 +711,7 @@ pub struct Connections {
     /// A peer's place in `peers`, by name: kept for the engine's life, so a peer that
     /// leaves the inventory and comes back finds its connections still counted.
     peer_refs: Mutex<FxHashMap<PeerName, PeerRef>>,
-    /// `clpe-<4 hex digits>-`: the ids this table makes start so (see
+    /// `c<4 hex digits>-`: the ids this table makes start so (see
     /// [`Connections::admit_new`]).
     prefix: [u8; PREFIX],
     /// Whether an event ever named its connection with an id starting with `prefix`:
@@ -719,8 +719,13 @@ pub struct Connections {
     prefixed: AtomicBool,
 }
 
-/// The length of an engine-made id's prefix.
-const PREFIX: usize = 10;
+/// The length of an engine-made id's prefix, `c<tag>-`. Short, so that the numbers after
+/// it have room: an id is kept inline up to 23 bytes (see [`ConnectionId`]), which leaves
+/// 17 for `<serial>-<place>`, enough for serials below 2^44 at places below 2^20 (a
+/// million connections open), or below 2^40 at places below 2^24. With the 10-byte prefix
+/// `clpe-<tag>-` it was serials below 2^28 at such places: a long-lived engine passed
+/// that within hours and each id after it was an allocation.
+const PREFIX: usize = 6;
 
 impl Default for Connections {
     fn default() -> Self {
@@ -780,8 +785,8 @@ fn canonical_hex(digits: &[u8]) -> Option<u64> {
 impl Connections {
     /// An empty table whose ids carry `tag` (say, from the engine's seed).
     pub fn new(tag: u16) -> Connections {
-        let mut prefix = *b"clpe-0000-";
-        for (i, digit) in prefix.iter_mut().skip(5).take(4).enumerate() {
+        let mut prefix = *b"c0000-";
+        for (i, digit) in prefix.iter_mut().skip(1).take(4).enumerate() {
             let nibble = (u32::from(tag) >> (4 * (3 - i))) & 0xf;
             *digit = char::from_digit(nibble, 16).map_or(b'0', |c| c as u8);
         }
@@ -949,7 +954,7 @@ impl Connections {
 
     /// Records an admitted connection the event did not name, under a number `serial`
     /// gives (never the same twice), and returns the id made for it:
-    /// `clpe-<tag>-<serial>-<place>`, numbers in lowercase hex, where the place says which
+    /// `c<tag>-<serial>-<place>`, numbers in lowercase hex, where the place says which
     /// shard and where in it. Finding the record again reads the id; no index is written.
     /// A thread admits into a shard of its own (its number's): consecutive admissions
     /// write the same lock, slab and expiry queue, which stay in its cache, where taking
@@ -1016,7 +1021,7 @@ impl Connections {
             .is_some_and(|s| s.lock().find(hash, id).is_some())
     }
 
-    /// `clpe-<tag>-<serial>-<place>`, without the formatting machinery (this runs on
+    /// `c<tag>-<serial>-<place>`, without the formatting machinery (this runs on
     /// most admissions).
     fn id_text(&self, serial: u64, place: u64) -> ConnectionId {
         // Each group of digits is written whole (16 bytes, its digits first): the dash or

@@ -366,6 +366,37 @@ fn the_index_finds_what_it_holds_through_inserts_and_removals() {
 }
 
 #[test]
+fn engine_made_ids_stay_inline_for_2_to_the_44_serials_and_read_back_at_any_size() {
+    let conns = Connections::new(0xbeef);
+    // A place below 2^20 (a million connections open): serials below 2^44 fit in the 23
+    // bytes an id keeps inline, so making one allocates nothing.
+    for (serial, place) in [
+        (0, 0),
+        ((1 << 44) - 1, (1 << 20) - 1),
+        ((1 << 40) - 1, (1 << 24) - 1),
+    ] {
+        let id = conns.id_text(serial, place);
+        assert!(id.is_inline() && id.as_str().len() <= 23, "{id}");
+        assert!(id.as_str().starts_with("cbeef-"), "{id}");
+        let (shard, at) = (
+            (place % SHARDS as u64) as usize,
+            (place / SHARDS as u64) as u32,
+        );
+        assert_eq!(conns.locate(id.as_str()), Some((serial, shard, at)), "{id}");
+    }
+    // Beyond, ids are shared rather than inline, and still read back.
+    let place = u64::from(u32::MAX) * SHARDS as u64 + (SHARDS as u64 - 1);
+    let id = conns.id_text(u64::MAX, place);
+    assert!(!id.is_inline(), "{id}");
+    let at = u32::MAX;
+    assert_eq!(
+        conns.locate(id.as_str()),
+        Some((u64::MAX, SHARDS - 1, at)),
+        "{id}"
+    );
+}
+
+#[test]
 fn engine_made_ids_say_where_their_record_is() {
     let counters = Counters::default();
     let conns = Connections::new(0xbeef);
@@ -373,23 +404,23 @@ fn engine_made_ids_say_where_their_record_is() {
     let slot = counters.try_reserve(&p, &[], 5, Time(100)).unwrap();
     let a = conns.admit_new(|| 0, None, None, vec![slot], Time(1000));
     let b = conns.admit_new(|| 0x1f, None, None, vec![], Time(2000));
-    assert!(a.as_str().starts_with("clpe-beef-0-"), "{a}");
-    assert!(b.as_str().starts_with("clpe-beef-1f-"), "{b}");
+    assert!(a.as_str().starts_with("cbeef-0-"), "{a}");
+    assert!(b.as_str().starts_with("cbeef-1f-"), "{b}");
     assert_eq!(conns.open(), 2);
     assert!(conns.contains(a.as_str()) && conns.contains(b.as_str()));
     // Only the exact text finds a record: another spelling of the same numbers, another
     // tag, a serial that is not the one at that place, trailing bytes.
     let place = a.as_str().rsplit('-').next().unwrap().to_owned();
     for other in [
-        format!("clpe-beef-00-{place}"),
-        format!("clpe-beef-0-0{place}"),
-        format!("clpe-BEEF-0-{place}"),
-        format!("clpe-beee-0-{place}"),
-        format!("clpe-beef-2-{place}"),
+        format!("cbeef-00-{place}"),
+        format!("cbeef-0-0{place}"),
+        format!("cBEEF-0-{place}"),
+        format!("cbeee-0-{place}"),
+        format!("cbeef-2-{place}"),
         format!("{a}-"),
         format!("{a}0"),
-        "clpe-beef--".to_owned(),
-        "clpe-beef-0-ffffffffffffffffff".to_owned(),
+        "cbeef--".to_owned(),
+        "cbeef-0-ffffffffffffffffff".to_owned(),
     ] {
         assert!(!conns.contains(&other), "{other}");
         assert!(conns.close(&other).is_none(), "{other}");
@@ -471,7 +502,7 @@ fn an_id_made_is_never_one_an_event_holds() {
     // The id serial 0 would get in the first place of this thread's shard, named by an
     // event first.
     let place = thread_number() % SHARDS;
-    let guessed = ConnectionId::from(format!("clpe-beef-0-{place:x}").as_str());
+    let guessed = ConnectionId::from(format!("cbeef-0-{place:x}").as_str());
     conns.admit(guessed.clone(), None, None, vec![], Time(1000));
     let next = std::cell::Cell::new(0u64);
     let serial = || {

@@ -22,6 +22,10 @@ macro_rules! name_type {
             pub fn as_str(&self) -> &str {
                 &self.0
             }
+            /// Whether it is kept in place (up to 23 bytes) rather than shared.
+            pub fn is_inline(&self) -> bool {
+                !self.0.is_heap_allocated()
+            }
         }
 
         impl fmt::Display for $name {
@@ -68,7 +72,8 @@ name_type!(
 );
 name_type!(
     /// A connection's id: the caller's, or one the engine made (inline up to 23 bytes, as
-    /// the engine's are below a billion connections: making one allocates nothing).
+    /// the engine's are below 2^44 connections with a million open: making one allocates
+    /// nothing).
     ConnectionId
 );
 

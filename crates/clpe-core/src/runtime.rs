@@ -178,9 +178,9 @@ mod tests {
         rt.admit(None, None, None, Vec::new(), Time(1))
     }
 
-    /// The serial of an id `made` writes (`clpe-<tag>-<serial>-<place>`).
+    /// The serial of an id `made` writes (`c<tag>-<serial>-<place>`).
     fn serial_of(id: &ConnectionId) -> u64 {
-        let serial = id.as_str().split('-').nth(2).unwrap();
+        let serial = id.as_str().split('-').nth(1).unwrap();
         u64::from_str_radix(serial, 16).unwrap()
     }
 
@@ -189,17 +189,14 @@ mod tests {
         let a = Runtime::new(7, 0);
         let b = Runtime::new(7, 0);
         let tag = format!("{:04x}", (mix64(7) >> 48) as u16);
-        // `clpe-<tag>-<serial>-<place>`: serials count up per engine.
+        // `c<tag>-<serial>-<place>`: serials count up per engine.
         let first = made(&a);
+        assert!(first.as_str().starts_with(&format!("c{tag}-0-")), "{first}");
         assert!(
-            first.as_str().starts_with(&format!("clpe-{tag}-0-")),
-            "{first}"
-        );
-        assert!(
-            made(&b).as_str().starts_with(&format!("clpe-{tag}-0-")),
+            made(&b).as_str().starts_with(&format!("c{tag}-0-")),
             "its own sequence"
         );
-        assert!(made(&a).as_str().starts_with(&format!("clpe-{tag}-1-")));
+        assert!(made(&a).as_str().starts_with(&format!("c{tag}-1-")));
         // Serials, not only ids, never repeat (an id also names a place, and places are
         // reused once their connection closes): close each id before the next is made.
         let mut seen = std::collections::HashSet::new();
