@@ -20,10 +20,10 @@ use crate::shard_lock::ShardLock;
 const SHARDS: usize = 32;
 
 /// Keeps what it holds on a cache line of its own, so two threads working on neighbouring
-/// shards do not take the line from each other.
+/// shards (or one counter each) do not take the line from each other.
 #[repr(align(128))]
-#[derive(Default)]
-pub(crate) struct Padded<T>(pub(crate) T);
+#[derive(Debug, Default)]
+pub struct Padded<T>(pub T);
 
 impl<T> std::ops::Deref for Padded<T> {
     type Target = T;

@@ -21,6 +21,7 @@ use crate::document::{
 use crate::error::DocError;
 use crate::event::{Direction, EventType};
 use crate::index::{MatchIndex, Rule};
+use crate::limits::Padded;
 use crate::names::{AgentName, PeerName, Priority};
 use crate::selector::Selector;
 use crate::text::Text;
@@ -145,16 +146,7 @@ pub struct SourceEntry {
 /// A balancing counter (round-robin's position, the next random draw), on lines of its
 /// own: it is written on every pick, by every deciding thread, and a line it shared with
 /// the snapshot's read-only data would be taken from every other core each time.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct Counter(AtomicU64);
-
-impl std::ops::Deref for Counter {
-    type Target = AtomicU64;
-    fn deref(&self) -> &AtomicU64 {
-        &self.0
-    }
-}
+pub type Counter = Padded<AtomicU64>;
 
 #[derive(Debug)]
 pub struct ImportEntry {
