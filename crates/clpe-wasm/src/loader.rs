@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clpe_core::document::WasmAgentSpec;
 use clpe_core::{Agent, AgentLoader, AgentName};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
 use crate::agent::WasmAgent;
@@ -41,14 +41,40 @@ impl Default for Options {
 pub struct WasmLoader {
     engine: Engine,
     options: Options,
-    /// Modules in use, by their bytes: applying a new config or new limits for the same
-    /// module (or a second agent from it) does not compile it again. An entry goes once
-    /// no agent holds it any more.
-    modules: Mutex<Vec<ModuleEntry>>,
+    /// The modules in use, shared with the ticker, which runs only while there are some.
+    shared: Arc<Shared>,
 }
 
 /// A module's bytes and its compiled form.
 type ModuleEntry = (Arc<[u8]>, Arc<Prepared>);
+
+/// What the loader and its ticker share.
+#[derive(Default)]
+struct Shared {
+    /// Modules in use, by their bytes: applying a new config or new limits for the same
+    /// module (or a second agent from it) does not compile it again. An entry goes once
+    /// no agent holds it any more.
+    modules: Mutex<Modules>,
+    /// Wakes the ticker when a module comes into use, or the loader goes.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Modules {
+    entries: Vec<ModuleEntry>,
+    /// The loader is gone: no module will come into use any more.
+    closed: bool,
+    /// The ticker is waiting for a module to come into use (no guest can be running).
+    idle: bool,
+}
+
+impl Modules {
+    /// Drops the entries no agent holds any more; `true` if some remain.
+    fn in_use(&mut self) -> bool {
+        self.entries.retain(|(_, p)| Arc::strong_count(p) > 1);
+        !self.entries.is_empty()
+    }
+}
 
 impl std::fmt::Debug for WasmLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -58,14 +84,34 @@ impl std::fmt::Debug for WasmLoader {
     }
 }
 
-/// Ticks the engine's epoch until the engine is gone (its last agent and the loader
-/// dropped): one thread per loader, however many agents.
-fn start_ticker(engine: &Engine, tick: Duration) -> Result<(), LoadError> {
+impl Drop for WasmLoader {
+    fn drop(&mut self) {
+        self.shared.modules.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// Ticks the engine's epoch while some agent of the loader exists (a guest can only run
+/// in one), and until the engine is gone: one thread per loader, however many agents. With
+/// no agent it waits, so an engine without WASM agents is not woken every tick.
+fn start_ticker(engine: &Engine, shared: &Arc<Shared>, tick: Duration) -> Result<(), LoadError> {
     let weak = engine.weak();
+    let shared = shared.clone();
     std::thread::Builder::new()
         .name("clpe-wasm-epoch".into())
         .spawn(move || {
             loop {
+                {
+                    let mut modules = shared.modules.lock();
+                    while !modules.in_use() {
+                        if modules.closed {
+                            return;
+                        }
+                        modules.idle = true;
+                        shared.wake.wait(&mut modules);
+                    }
+                    modules.idle = false;
+                }
                 std::thread::sleep(tick);
                 match weak.upgrade() {
                     Some(engine) => engine.increment_epoch(),
@@ -92,20 +138,27 @@ impl WasmLoader {
             .max_wasm_stack(256 << 10)
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
-        start_ticker(&engine, options.tick)?;
+        let shared = Arc::new(Shared::default());
+        start_ticker(&engine, &shared, options.tick)?;
         Ok(WasmLoader {
             engine,
             options,
-            modules: Mutex::new(Vec::new()),
+            shared,
         })
+    }
+
+    /// Whether the epoch ticker is waiting: no agent of this loader exists, so no guest
+    /// can be running. It starts again when a module comes into use.
+    pub fn ticker_idle(&self) -> bool {
+        self.shared.modules.lock().idle
     }
 
     /// Validates, compiles and checks a module, or finds it compiled already.
     fn prepare(&self, bytes: &Arc<[u8]>) -> Result<Arc<Prepared>, LoadError> {
         {
-            let mut modules = self.modules.lock();
-            modules.retain(|(_, p)| Arc::strong_count(p) > 1);
-            if let Some((_, p)) = modules.iter().find(|(b, _)| **b == **bytes) {
+            let mut modules = self.shared.modules.lock();
+            modules.in_use();
+            if let Some((_, p)) = modules.entries.iter().find(|(b, _)| **b == **bytes) {
                 return Ok(p.clone());
             }
         }
@@ -124,7 +177,12 @@ impl WasmLoader {
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Instantiate(e.to_string()))?;
         let prepared = Arc::new(Prepared { pre, has_init });
-        self.modules.lock().push((bytes.clone(), prepared.clone()));
+        self.shared
+            .modules
+            .lock()
+            .entries
+            .push((bytes.clone(), prepared.clone()));
+        self.shared.wake.notify_all();
         Ok(prepared)
     }
 
