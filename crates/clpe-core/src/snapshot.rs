@@ -41,9 +41,12 @@ pub struct PeerEntry {
 }
 
 /// Laid out in the order a decision reads it (`repr(C)`): the name it is found by, then
-/// the attributes' numbers, so one or two cache lines of a large table serve a decision.
+/// the attributes' numbers. Aligned to 128 bytes: an entry (120 bytes) is then one
+/// aligned pair of cache lines, which the core's adjacent-line prefetcher brings in
+/// together, rather than straddling two pairs (acl-10000: 0.950 and 0.970 of the median
+/// unaligned, 16 and 12 alternating pairs; acl-100 and acl-100000 unchanged).
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(128))]
 pub struct ExportEntry {
     /// `namespace/name`: inline (up to 23 bytes), so finding an export reads no other
     /// allocation.
