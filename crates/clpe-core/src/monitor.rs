@@ -3,7 +3,11 @@
 //! Prometheus text.
 //!
 //! Counters live in per-thread shards (a thread always uses the same shard), so two
-//! threads deciding at once never wait on each other. The log is a ring of bytes per
+//! threads deciding at once never wait on each other. A reader (a metrics scrape) takes
+//! each shard's counts away whole, leaving an empty shard in their place, and adds them
+//! up into totals only readers keep: a deciding thread waits at most for that swap, not
+//! for the adding up (which took its shard's lock for 1.7 ms after one pass of
+//! acl-10000, 5.8 ms of chain-10000). The log is a ring of bytes per
 //! shard, entries encoded back to back and decoded only when someone reads the log; it
 //! is taken with `try_lock`, and an entry that would have to wait is dropped and counted
 //! (as is one larger than the log's bound, see [`LIMIT_PER_ENTRY`]).
@@ -16,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use serde::Serialize;
 
@@ -366,7 +371,8 @@ impl Shard {
     }
 }
 
-/// The shards added up, by name, for rendering.
+/// The shards added up, by name, for rendering: kept by the readers, each shard's counts
+/// added in as they are taken away.
 #[derive(Default)]
 struct Totals {
     events: [u64; 4],
@@ -392,6 +398,8 @@ pub struct LogEntry {
 
 pub struct Monitor {
     shards: Box<[Padded<ShardLock<Shard>>]>,
+    /// Everything counted until the last reader took the shards' counts.
+    totals: Mutex<Totals>,
     /// Per shard: the most recent decisions of the threads that use it.
     logs: Box<[Padded<ShardLock<Ring>>]>,
     log_capacity: usize,
@@ -408,6 +416,7 @@ impl Monitor {
     pub fn new(log_capacity: usize) -> Monitor {
         Monitor {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            totals: Mutex::default(),
             logs: (0..SHARDS).map(|_| Padded::default()).collect(),
             log_capacity,
             log_limit: log_limit(log_capacity),
@@ -483,10 +492,12 @@ impl Monitor {
         self.log_dropped.load(Ordering::Relaxed)
     }
 
-    fn merged(&self) -> Totals {
-        let mut all = Totals::default();
+    /// Everything counted so far: each shard's counts taken (the shard left empty, its
+    /// lock held only for that) and added to the totals.
+    fn merged(&self) -> MutexGuard<'_, Totals> {
+        let mut all = self.totals.lock();
         for shard in self.shards.iter() {
-            let s = shard.lock();
+            let s = std::mem::take(&mut *shard.lock());
             for (a, b) in all.events.iter_mut().zip(s.events.iter()) {
                 *a += b;
             }

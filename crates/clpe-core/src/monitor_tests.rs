@@ -326,3 +326,76 @@ fn copy_copies_every_length_exactly() {
         assert_eq!(dst, &src[..len], "length {len}");
     }
 }
+
+/// A response allowed by `policy` (decided by `agent`).
+fn allowed_by(agent: &Text, policy: &Text) -> Response {
+    let mut r = allow();
+    r.decided_by = Some(agent.clone());
+    r.matched_by = Some(policy.clone());
+    r
+}
+
+/// The count of one line of the exposition, if it is there.
+fn metric(text: &str, line: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn a_reader_takes_the_shards_counts_and_keeps_adding_them_up() {
+    let monitor = Monitor::new(0);
+    let runtime = Runtime::new(0, 60);
+    let agent = Text::named("acl");
+    // Policies of an origin, and one without (as a WASM agent names them).
+    let policies = [Text::named("ns/a"), Text::named("ns/b"), Text::new("ns/c")];
+    let event = event_of(10, 0);
+    let line = |p: &str| {
+        format!(
+            "clpe_decisions_total{{event=\"ExposeService\",decision=\"allow\",agent=\"acl\",policy=\"{p}\"}}"
+        )
+    };
+    let mut want = [0u64; 3];
+    for round in 1..=3u64 {
+        // Three threads count at once, some of them in shards another used before.
+        std::thread::scope(|s| {
+            for thread in 0..3usize {
+                let (monitor, agent, policies, event) = (&monitor, &agent, &policies, &event);
+                s.spawn(move || {
+                    for i in 0..100 * round as usize {
+                        let r = allowed_by(agent, &policies[(i + thread) % 3]);
+                        let outcome = Outcome {
+                            chain_nanos: Some(300),
+                            ..Outcome::new(event, &r, Time(i as u64))
+                        };
+                        monitor.record(&outcome, Time(i as u64));
+                    }
+                });
+            }
+        });
+        for w in &mut want {
+            *w += 100 * round;
+        }
+        let text = monitor.render(&runtime);
+        for (p, n) in ["ns/a", "ns/b", "ns/c"].iter().zip(want) {
+            assert_eq!(metric(&text, &line(p)), Some(n), "round {round}, {p}");
+        }
+        let all: u64 = want.iter().sum();
+        let events = "clpe_events_total{event=\"ExposeService\"}";
+        assert_eq!(metric(&text, events), Some(all));
+        assert_eq!(
+            metric(&text, "clpe_decision_duration_seconds_count"),
+            Some(all)
+        );
+        // What was counted is the readers' now: every shard is empty again.
+        for shard in monitor.shards.iter() {
+            let s = shard.lock();
+            assert_eq!(s.events, [0; 4]);
+            assert_eq!(s.decisions.live.len, 0);
+            assert!(s.decisions.folded.is_empty() && s.decisions.names.is_empty());
+            assert_eq!(s.chain.count, 0);
+        }
+    }
+    // A reader with nothing new to add reports the same.
+    let text = monitor.render(&runtime);
+    assert_eq!(metric(&text, &line("ns/a")), Some(want[0]));
+}
