@@ -38,6 +38,11 @@ pub struct Args {
     /// a namespace of its own, applied then deleted), to measure decisions during updates.
     #[arg(long)]
     churn: bool,
+    /// While deciding, render the monitor's metrics on another thread, then wait this many
+    /// milliseconds, over and over (a Prometheus scrape, much more often), to measure
+    /// decisions during scrapes. 0: one render right after another.
+    #[arg(long, value_name = "MS")]
+    scrape: Option<u64>,
     /// Decide the events this many times over (a longer run; `--expected` checks each pass).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
@@ -89,6 +94,9 @@ struct Report {
     /// Batches applied while deciding (with `--churn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     churn_batches: Option<u64>,
+    /// Renders of the metrics made while deciding (with `--scrape`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrapes: Option<u64>,
     /// With `--floor`: the floor's nanoseconds per decision (the mean of its runs before
     /// and after the engine's; each run's figure is itself a mean over one loop, as
     /// anchors.tsv's floor is timed, where the engine's `p50` is a median of decisions
@@ -200,8 +208,10 @@ pub fn run(args: Args) -> Result<Exit> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
     }
-    if args.floor && (args.threads > 1 || args.churn) {
-        bail!("--floor times one thread deciding undisturbed: not with --threads or --churn");
+    if args.floor && (args.threads > 1 || args.churn || args.scrape.is_some()) {
+        bail!(
+            "--floor times one thread deciding undisturbed: not with --threads, --churn or --scrape"
+        );
     }
     let events_text = std::fs::read_to_string(&args.events)
         .with_context(|| format!("reading {}", args.events))?;
@@ -287,11 +297,14 @@ pub fn run(args: Args) -> Result<Exit> {
     }
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
+    let scraped = std::sync::atomic::AtomicU64::new(0);
     let floor_before = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     // Each deciding thread makes the warm-up passes itself, then all start timing together:
     // what a pass warms is partly the deciding thread's own (the monitor's counts are
     // kept per thread), so a warm-up on another thread would leave the timed one cold.
-    let ready = std::sync::Barrier::new(threads + usize::from(args.churn));
+    let ready = std::sync::Barrier::new(
+        threads + usize::from(args.churn) + usize::from(args.scrape.is_some()),
+    );
     let started = std::sync::OnceLock::new();
     let expected_of = |i: usize| -> Option<&str> {
         let exp = expected.as_ref()?;
@@ -306,6 +319,15 @@ pub fn run(args: Args) -> Result<Exit> {
                 ready.wait();
                 started.get_or_init(Instant::now);
                 churn(engine, done, churned)
+            });
+        }
+        if let Some(ms) = args.scrape {
+            let (engine, done, scraped, ready) = (&engine, &done, &scraped, &ready);
+            let started = &started;
+            s.spawn(move || {
+                ready.wait();
+                started.get_or_init(Instant::now);
+                scrape(engine, done, scraped, ms)
             });
         }
         // Threads take the events in turns of `CHUNK`, whoever is free next (as a
@@ -452,6 +474,9 @@ pub fn run(args: Args) -> Result<Exit> {
         churn_batches: args
             .churn
             .then(|| churned.load(std::sync::atomic::Ordering::Relaxed)),
+        scrapes: args
+            .scrape
+            .map(|_| scraped.load(std::sync::atomic::Ordering::Relaxed)),
         floor_ns,
         floor_before_ns: floor_before,
         floor_after_ns: floor_after,
@@ -494,6 +519,9 @@ pub fn run(args: Args) -> Result<Exit> {
         if let Some(n) = report.churn_batches {
             println!("churn           {n} batches applied while deciding");
         }
+        if let Some(n) = report.scrapes {
+            println!("scrape          {n} renders of the metrics while deciding");
+        }
         if let (Some(f), Some(r), Some(m)) =
             (report.floor_ns, report.floor_ratio, report.floor_mismatches)
         {
@@ -513,6 +541,26 @@ pub fn run(args: Args) -> Result<Exit> {
             Exit::Failed
         },
     )
+}
+
+/// Renders the metrics, then sleeps `ms`, until `done`: the counts read while the deciding
+/// threads keep counting, which must not make them wait.
+fn scrape(
+    engine: &Engine,
+    done: &std::sync::atomic::AtomicBool,
+    scraped: &std::sync::atomic::AtomicU64,
+    ms: u64,
+) {
+    use std::sync::atomic::Ordering;
+    // At least once, however short the run.
+    loop {
+        std::hint::black_box(engine.metrics());
+        scraped.fetch_add(1, Ordering::Relaxed);
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Applies, then deletes, one access policy at a time until `done`: updates that every

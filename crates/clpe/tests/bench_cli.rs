@@ -211,6 +211,12 @@ fn warmup_passes_are_neither_counted_nor_checked() {
         ("1", "40", &["--threads", "2", "--churn"][..]),
         ("0", "40", &["--churn"][..]),
         ("0", "40", &["--threads", "2", "--churn"][..]),
+        ("1", "40", &["--scrape", "0"][..]),
+        (
+            "1",
+            "40",
+            &["--threads", "2", "--churn", "--scrape", "1"][..],
+        ),
     ];
     for (warmup, repeat, extra) in runs {
         let mut args = vec![
@@ -341,7 +347,9 @@ fn the_floor_refuses_every_shape_it_cannot_decide_as_the_engine_does() {
         &[INGRESS],
         &["--threads", "2"],
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not with --threads or --churn"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not with --threads, --churn or --scrape")
+    );
 }
 
 #[test]
@@ -377,4 +385,63 @@ fn the_floor_decides_as_the_engine_on_the_edges_it_accepts() {
     assert_eq!(r["floor_mismatches"], 0, "{r}");
     assert!(r["floor_before_ns"].as_f64().unwrap() > 0.0);
     assert!(r["floor_after_ns"].as_f64().unwrap() > 0.0);
+}
+
+/// Metrics rendered over and over while two threads decide: the decisions are those of
+/// a run without, the renders are counted, and the metrics printed at the end count
+/// every decision once (the warm-up's and the timed ones), however many renders took the
+/// counts in between.
+#[test]
+fn scrapes_while_deciding_change_no_decision_and_lose_no_count() {
+    let d = tempfile::tempdir().unwrap();
+    let [p, e, x] = workload(d.path(), None);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--policies",
+            &p,
+            "--events",
+            &e,
+            "--expected",
+            &x,
+            "--repeat",
+            "300",
+            "--threads",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let out = bench(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let quiet = json(&run(&["--json"]));
+    let scraped = json(&run(&["--json", "--scrape", "0"]));
+    assert_eq!(scraped["mismatches"], 0);
+    assert_eq!(scraped["digest"], quiet["digest"]);
+    assert!(scraped["scrapes"].as_u64().unwrap() >= 1, "{scraped}");
+    assert!(quiet.get("scrapes").is_none(), "{quiet}");
+    // The text report, then the metrics: 7 events, 1 warm-up pass per thread, 300 timed.
+    let out = run(&["--scrape", "0", "--metrics"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("scrape          "), "{text}");
+    let count = |line: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in {text}"))
+    };
+    let events = "clpe_events_total{event=\"NewConnection\"}";
+    assert_eq!(count(events), 7 * (2 + 300));
+    let allowed = (EVENTS.iter().filter(|e| e.3 == "allow").count() * (2 + 300)) as u64;
+    let by_policy = |policy: &str| {
+        count(&format!(
+            "clpe_decisions_total{{event=\"NewConnection\",decision=\"allow\",agent=\"acl\",policy=\"{policy}\"}}"
+        ))
+    };
+    let all_allowed = by_policy("default/client-to-db")
+        + by_policy("default/p2-to-web")
+        + by_policy("default/anyone-to-cache");
+    assert_eq!(all_allowed, allowed);
 }
