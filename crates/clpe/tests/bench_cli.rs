@@ -147,34 +147,36 @@ fn the_report_has_the_spec_fields_and_the_floor_agrees_with_the_engine() {
     assert!((ratio - p50 / floor).abs() < 1e-6 * ratio.max(1.0), "{r}");
 }
 
+/// The workload's 7 events 300 times over (several turns of 256 for each thread), checked
+/// against the expected file, with `extra`: the run must pass.
+fn passes_300([p, e, x]: &[String; 3], extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--policies",
+        p,
+        "--events",
+        e,
+        "--expected",
+        x,
+        "--repeat",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    let out = bench(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Threads take the events in turns: every event is decided once, each as one thread
 /// decides it (these decisions depend on nothing but the event), whichever thread it was.
 #[test]
 fn threads_decide_every_event_once_and_as_one_thread_does() {
     let d = tempfile::tempdir().unwrap();
-    let [p, e, x] = workload(d.path(), None);
-    // 7 events 300 times over: several turns of 256 each.
-    let run = |threads: &str| {
-        let out = bench(&[
-            "--policies",
-            &p,
-            "--events",
-            &e,
-            "--expected",
-            &x,
-            "--repeat",
-            "300",
-            "--threads",
-            threads,
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        json(&out)
-    };
+    let w = workload(d.path(), None);
+    let run = |threads: &str| json(&passes_300(&w, &["--threads", threads, "--json"]));
     let (one, two) = (run("1"), run("2"));
     assert_eq!(one["events"], 2100);
     assert_eq!(two["events"], 2100);
@@ -394,29 +396,8 @@ fn the_floor_decides_as_the_engine_on_the_edges_it_accepts() {
 #[test]
 fn scrapes_while_deciding_change_no_decision_and_lose_no_count() {
     let d = tempfile::tempdir().unwrap();
-    let [p, e, x] = workload(d.path(), None);
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "--policies",
-            &p,
-            "--events",
-            &e,
-            "--expected",
-            &x,
-            "--repeat",
-            "300",
-            "--threads",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        let out = bench(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
+    let w = workload(d.path(), None);
+    let run = |extra: &[&str]| passes_300(&w, &[&["--threads", "2"], extra].concat());
     let quiet = json(&run(&["--json"]));
     let scraped = json(&run(&["--json", "--scrape", "0"]));
     assert_eq!(scraped["mismatches"], 0);
