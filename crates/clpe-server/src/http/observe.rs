@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::off_workers;
 use crate::daemon::Daemon;
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,21 +31,19 @@ pub async fn decisions(
 ) -> Result<Json<Vec<LogEntry>>, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::malformed(format!("query: {}", e.body_text())))?;
-    Ok(Json(
-        daemon
-            .engine()
-            .monitor()
-            .decisions(query.limit.unwrap_or(100)),
-    ))
+    let limit = query.limit.unwrap_or(100);
+    let log = off_workers(move || Ok(daemon.engine().monitor().decisions(limit))).await?;
+    Ok(Json(log))
 }
 
 /// `GET /metrics`: the monitor's Prometheus text.
-pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
-    (
+pub async fn metrics(State(daemon): State<Arc<Daemon>>) -> Result<Response, ApiError> {
+    let text = off_workers(move || Ok(daemon.engine().metrics())).await?;
+    Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        daemon.engine().metrics(),
+        text,
     )
-        .into_response()
+        .into_response())
 }
 
 /// `GET /healthz`: the process answers.

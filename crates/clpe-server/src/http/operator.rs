@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Authorized;
 use super::error::ApiError;
+use super::off_workers;
 use crate::daemon::Daemon;
 
 /// What a write did, document by document.
@@ -58,21 +59,13 @@ pub struct DocRef {
     pub namespace: Option<String>,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("the write task failed: {e}")))?
-}
-
 pub async fn apply(
     State(daemon): State<Arc<Daemon>>,
     _auth: Authorized,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WriteResult>, ApiError> {
     let body = body?;
-    blocking(move || {
+    off_workers(move || {
         let text = std::str::from_utf8(&body)
             .map_err(|e| ApiError::malformed(format!("the body is not UTF-8: {e}")))?;
         let docs = clpe_core::parse_documents(text).map_err(|e| ApiError::from_apply(&e))?;
@@ -111,7 +104,7 @@ async fn delete_keys(
     daemon: Arc<Daemon>,
     keys: Vec<DocKey>,
 ) -> Result<Json<WriteResult>, ApiError> {
-    blocking(move || {
+    off_workers(move || {
         let applied = daemon.delete(&keys).map_err(|e| ApiError::from_apply(&e))?;
         Ok(Json(applied.into()))
     })

@@ -12,6 +12,7 @@ use clpe_core::snapshot::list as list_kind;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::off_workers;
 use super::operator::{parse_kind, path_key};
 use crate::daemon::Daemon;
 
@@ -34,20 +35,25 @@ pub async fn list(
         query.map_err(|e| ApiError::malformed(format!("query: {}", e.body_text())))?;
     let kind = parse_kind(&kind)?;
     let snapshot = daemon.engine().snapshot();
-    let mut out = String::from("[");
-    let docs = list_kind(&snapshot.docs, kind).filter(|d| {
-        query
-            .namespace
-            .as_deref()
-            .is_none_or(|ns| !kind.is_namespaced() || *d.key.namespace == *ns)
-    });
-    for (i, doc) in docs.enumerate() {
-        if i > 0 {
-            out.push(',');
+    // A listing grows with the policies (100,000 of them are megabytes of JSON).
+    let out = off_workers(move || {
+        let mut out = String::from("[");
+        let docs = list_kind(&snapshot.docs, kind).filter(|d| {
+            query
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| !kind.is_namespaced() || *d.key.namespace == *ns)
+        });
+        for (i, doc) in docs.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&doc.raw.text());
         }
-        out.push_str(&doc.raw.text());
-    }
-    out.push(']');
+        out.push(']');
+        Ok(out)
+    })
+    .await?;
     Ok(json(out))
 }
 
