@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -43,6 +43,11 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// While the daemon is driven, get its `/metrics`, then wait this many milliseconds,
+    /// over and over (a Prometheus scrape, much more often), to measure decisions during
+    /// scrapes.
+    #[arg(long, value_name = "MS")]
+    scrape: Option<u64>,
     /// Run the do-nothing server (used by loadgen itself).
     #[arg(long, hide = true)]
     bare_server: bool,
@@ -72,6 +77,9 @@ struct Report {
     daemon: Run,
     /// Daemon throughput over bare-server throughput.
     ratio: f64,
+    /// Metrics the daemon served while it was driven (with `--scrape`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrapes: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<Exit> {
@@ -90,14 +98,28 @@ pub fn run(args: Args) -> Result<Exit> {
     }
     let (daemon, token) = DaemonProcess::start(Some(&args.local_peer))?;
     let text = std::fs::read_to_string(policies).with_context(|| format!("reading {policies}"))?;
-    let client = crate::client::Client::with_token(&daemon.http, Some(token));
+    let client = crate::client::Client::with_token(&daemon.http, Some(token.clone()));
     let reply = client.post("/v1/apply", "application/yaml", text.as_bytes(), true)?;
     if !reply.is_success() {
         bail!("the daemon refused the documents: {}", reply.error_line());
     }
     let bare = BareProcess::start()?;
     let bare_run = runtime.block_on(drive(&bare.addr, &requests, &args))?;
-    let daemon_run = runtime.block_on(drive(&daemon.grpc, &requests, &args))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = args.scrape.map(|ms| {
+        let client = crate::client::Client::with_token(&daemon.http, Some(token));
+        scrape(client, ms, stop.clone())
+    });
+    let daemon_run = runtime.block_on(drive(&daemon.grpc, &requests, &args));
+    stop.store(true, Ordering::Relaxed);
+    let scrapes = match scraper {
+        Some(s) => Some(
+            s.join()
+                .map_err(|_| anyhow!("the scraping thread failed"))?,
+        ),
+        None => None,
+    };
+    let daemon_run = daemon_run?;
     let ratio = daemon_run.requests_per_second / bare_run.requests_per_second.max(1e-9);
     let report = Report {
         concurrency: args.concurrency,
@@ -105,6 +127,7 @@ pub fn run(args: Args) -> Result<Exit> {
         bare: bare_run,
         daemon: daemon_run,
         ratio,
+        scrapes,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -127,6 +150,9 @@ pub fn run(args: Args) -> Result<Exit> {
             "ratio             {:.2} (clpe serve / bare server throughput)",
             report.ratio
         );
+        if let Some(n) = report.scrapes {
+            println!("scrapes           {n} of the daemon's /metrics while it was driven");
+        }
     }
     Ok(Exit::Ok)
 }
@@ -185,6 +211,27 @@ fn to_proto(event: &Event) -> proto::Event {
 
 /// Sends `args.requests` requests with `args.concurrency` in flight over
 /// `args.connections` HTTP/2 connections; measures each request's round trip.
+/// Gets `/metrics`, then waits `ms`, until `stop` (at least once, however short the run);
+/// the renders served, counted.
+fn scrape(
+    client: crate::client::Client,
+    ms: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut served = 0;
+        loop {
+            if client.get("/metrics").is_ok_and(|r| r.is_success()) {
+                served += 1;
+            }
+            if stop.load(Ordering::Relaxed) {
+                return served;
+            }
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    })
+}
+
 async fn drive(addr: &str, requests: &[proto::DecideRequest], args: &Args) -> Result<Run> {
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {

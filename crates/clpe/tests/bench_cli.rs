@@ -426,3 +426,36 @@ fn scrapes_while_deciding_change_no_decision_and_lose_no_count() {
         + by_policy("default/anyone-to-cache");
     assert_eq!(all_allowed, allowed);
 }
+
+/// `clpe loadgen` drives a real daemon (and the bare server) over gRPC, with the daemon's
+/// metrics scraped all along: every request answered, the scrapes counted.
+#[test]
+fn loadgen_drives_both_servers_and_counts_the_scrapes() {
+    let d = tempfile::tempdir().unwrap();
+    let [p, e, _] = workload(d.path(), None);
+    let out = Command::new(env!("CARGO_BIN_EXE_clpe"))
+        .args(["loadgen", "--policies", &p, "--events", &e])
+        .args([
+            "--requests",
+            "3000",
+            "--concurrency",
+            "8",
+            "--connections",
+            "2",
+        ])
+        .args(["--scrape", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out);
+    for server in ["bare", "daemon"] {
+        assert_eq!(r[server]["requests"], 3000, "{r}");
+        assert_eq!(r[server]["errors"], 0, "{r}");
+    }
+    assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["scrapes"].as_u64().unwrap() >= 1, "{r}");
+}
