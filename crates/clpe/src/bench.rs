@@ -327,7 +327,12 @@ pub fn run(args: Args) -> Result<Exit> {
             s.spawn(move || {
                 ready.wait();
                 started.get_or_init(Instant::now);
-                scrape(engine, done, scraped, ms)
+                let render = || {
+                    std::hint::black_box(engine.metrics());
+                    true
+                };
+                let n = scrape_until(done, ms, render);
+                scraped.store(n, std::sync::atomic::Ordering::Relaxed);
             });
         }
         // Threads take the events in turns of `CHUNK`, whoever is free next (as a
@@ -543,21 +548,20 @@ pub fn run(args: Args) -> Result<Exit> {
     )
 }
 
-/// Renders the metrics, then sleeps `ms`, until `done`: the counts read while the deciding
-/// threads keep counting, which must not make them wait.
-fn scrape(
-    engine: &Engine,
+/// Scrapes (`scrape` says whether one was served), then sleeps `ms`, until `done`, and at
+/// least once however short the run: the scrapes served. For `clpe bench --scrape` (the
+/// counts read while the deciding threads keep counting, which must not make them wait)
+/// and `clpe loadgen --scrape`.
+pub(crate) fn scrape_until(
     done: &std::sync::atomic::AtomicBool,
-    scraped: &std::sync::atomic::AtomicU64,
     ms: u64,
-) {
-    use std::sync::atomic::Ordering;
-    // At least once, however short the run.
+    mut scrape: impl FnMut() -> bool,
+) -> u64 {
+    let mut served = 0;
     loop {
-        std::hint::black_box(engine.metrics());
-        scraped.fetch_add(1, Ordering::Relaxed);
-        if done.load(Ordering::Relaxed) {
-            return;
+        served += u64::from(scrape());
+        if done.load(std::sync::atomic::Ordering::Relaxed) {
+            return served;
         }
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }

@@ -79,7 +79,7 @@ struct Report {
     ratio: f64,
     /// Metrics the daemon served while it was driven (with `--scrape`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    scrapes: Option<usize>,
+    scrapes: Option<u64>,
 }
 
 pub fn run(args: Args) -> Result<Exit> {
@@ -108,7 +108,12 @@ pub fn run(args: Args) -> Result<Exit> {
     let stop = Arc::new(AtomicBool::new(false));
     let scraper = args.scrape.map(|ms| {
         let client = crate::client::Client::with_token(&daemon.http, Some(token));
-        scrape(client, ms, stop.clone())
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            crate::bench::scrape_until(&stop, ms, || {
+                client.get("/metrics").is_ok_and(|r| r.is_success())
+            })
+        })
     });
     let daemon_run = runtime.block_on(drive(&daemon.grpc, &requests, &args));
     stop.store(true, Ordering::Relaxed);
@@ -211,27 +216,6 @@ fn to_proto(event: &Event) -> proto::Event {
 
 /// Sends `args.requests` requests with `args.concurrency` in flight over
 /// `args.connections` HTTP/2 connections; measures each request's round trip.
-/// Gets `/metrics`, then waits `ms`, until `stop` (at least once, however short the run);
-/// the renders served, counted.
-fn scrape(
-    client: crate::client::Client,
-    ms: u64,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let mut served = 0;
-        loop {
-            if client.get("/metrics").is_ok_and(|r| r.is_success()) {
-                served += 1;
-            }
-            if stop.load(Ordering::Relaxed) {
-                return served;
-            }
-            std::thread::sleep(Duration::from_millis(ms));
-        }
-    })
-}
-
 async fn drive(addr: &str, requests: &[proto::DecideRequest], args: &Args) -> Result<Run> {
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
