@@ -20,9 +20,9 @@ use crate::context::{Context, Notes, Scope};
 use crate::document::{Action, Document, Kind, Spec, Workload};
 use crate::error::{AgentError, DocError};
 use crate::event::{Direction, EventType};
-use crate::index::{MatchIndex, Rule};
+use crate::index::{Dests, MatchIndex, Rule};
 use crate::selector::Selector;
-use crate::snapshot::{Docs, Snapshot};
+use crate::snapshot::{Destinations, Docs, Snapshot};
 use crate::text::Text;
 
 pub const DEFAULT_DENY: &str = "<default deny>";
@@ -70,12 +70,12 @@ struct AclIndex {
 }
 
 impl AclIndex {
-    fn first(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<&AclRule> {
+    fn first(&self, src: &Attrs<'_>, dst: &Dst<'_>) -> Option<&AclRule> {
         if self.rules.is_empty() {
             return None;
         }
         self.index
-            .first_match(src, dst)
+            .first_match_at(src, &dst.0, dst.1)
             .and_then(|id| self.rules.get(id as usize))
     }
 }
@@ -151,7 +151,7 @@ impl std::fmt::Debug for ByNamespace {
 }
 
 impl Tables {
-    fn evaluate(&self, namespace: &str, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<&AclRule> {
+    fn evaluate(&self, namespace: &str, src: &Attrs<'_>, dst: &Dst<'_>) -> Option<&AclRule> {
         self.privileged.first(src, dst).or_else(|| {
             self.by_namespace
                 .get(namespace)
@@ -180,6 +180,10 @@ type Resolve = fn(
     &str,
 ) -> Result<Box<[Arc<Selector>]>, DocError>;
 
+/// A destination side: its attributes, and for an export its number among the
+/// snapshot's [`Destinations`] (rules that match few exports are found through it).
+pub struct Dst<'a>(pub Attrs<'a>, pub Option<u32>);
+
 /// An access decision: the rule that decided, or `None` for the default deny.
 #[derive(Clone, Copy, Debug)]
 pub struct AccessDecision<'a> {
@@ -198,6 +202,7 @@ impl AclTables {
         sets: &FxHashMap<&str, &[Arc<Selector>]>,
         resolve: Resolve,
         symbols: &crate::attrs::Symbols,
+        dests: &Destinations<'_>,
     ) -> Result<AclTables, DocError> {
         // (bucket order, rule): deny before allow; docs iterate in name order.
         let mut privileged: Vec<Entry> = Vec::new();
@@ -229,22 +234,40 @@ impl AclTables {
                     .push(entry);
             }
         }
-        let make = |entries: &[Entry], with_dry_run: bool| -> AclIndex {
+        // Ingress decisions name their export: a namespace's policies index its exports,
+        // privileged ones every export. Where there are Import sources (egress
+        // decisions, which name none), every rule is in the pair tables too.
+        let all = (
+            Dests {
+                first: 0,
+                attrs: &dests.exports,
+            },
+            !dests.egress.is_empty(),
+        );
+        let of = |namespace: &str| {
+            let range = dests.ranges.get(namespace).cloned().unwrap_or(0..0);
+            let attrs = (dests.exports)
+                .get(range.start as usize..range.end as usize)
+                .unwrap_or_default();
+            let first = range.start;
+            (Dests { first, attrs }, dests.egress.contains(namespace))
+        };
+        let make = |entries: &[Entry], with_dry_run: bool, dests: (Dests<'_>, bool)| -> AclIndex {
             let mut chosen: Vec<&Entry> = entries.iter().filter(|e| with_dry_run || !e.3).collect();
             // Stable: name order is kept within each action.
             chosen.sort_by_key(|e| e.0 == Action::Allow);
             let rules = chosen.iter().map(|e| e.1.clone()).collect();
             let acl = chosen.iter().map(|e| e.2.clone()).collect();
             AclIndex {
-                index: MatchIndex::build(rules, symbols),
+                index: MatchIndex::build_for(rules, symbols, Some(dests)),
                 rules: acl,
             }
         };
         let tables = |with_dry_run: bool| Tables {
-            privileged: make(&privileged, with_dry_run),
+            privileged: make(&privileged, with_dry_run, all),
             by_namespace: regular
                 .iter()
-                .map(|(ns, e)| (ns.clone(), make(e, with_dry_run)))
+                .map(|(ns, e)| (ns.clone(), make(e, with_dry_run, of(ns))))
                 .collect(),
         };
         Ok(AclTables {
@@ -262,7 +285,7 @@ impl AclTables {
         notes: &mut Notes,
         namespace: &str,
         src: &Attrs<'_>,
-        dst: &Attrs<'_>,
+        dst: &Dst<'_>,
     ) -> AccessDecision<'a> {
         let rule = self.enforced.evaluate(namespace, src, dst);
         let decision = AccessDecision { rule };
@@ -320,7 +343,7 @@ impl Agent for Acl {
         let acl = &snapshot.acl;
         match cx.scope {
             Scope::Ingress { export, namespace } => {
-                let dst = cx.dst_local(export);
+                let dst = cx.dst_export(export);
                 let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                 if let Some(deny) = Self::denial(acl, d) {
                     return Ok(deny);
@@ -333,7 +356,7 @@ impl Agent for Acl {
             Scope::Egress { import } => {
                 let namespace: &str = &import.namespace;
                 if let Some(target) = cx.target {
-                    let dst = cx.dst_candidate(&target);
+                    let dst = cx.dst_source(&target);
                     let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     if let Some(deny) = Self::denial(acl, d) {
                         return Ok(deny);
@@ -343,7 +366,7 @@ impl Agent for Acl {
                     }
                     let fallbacks = cx.fallbacks.clone();
                     for f in fallbacks {
-                        let dst = cx.dst_candidate(&f);
+                        let dst = cx.dst_source(&f);
                         if !acl.check(&mut cx.notes, namespace, &cx.src, &dst).allowed() {
                             cx.remove_peer(f.name());
                         }
@@ -353,7 +376,7 @@ impl Agent for Acl {
                 let mut first_denial = None;
                 let candidates = cx.candidates.clone();
                 for c in candidates {
-                    let dst = cx.dst_candidate(&c);
+                    let dst = cx.dst_source(&c);
                     let d = acl.check(&mut cx.notes, namespace, &cx.src, &dst);
                     match d.rule.filter(|_| d.allowed()) {
                         Some(r) => cx.allow_because(Some(c.name()), &r.matched_by, r.reason()),
@@ -386,7 +409,7 @@ impl Agent for Acl {
                 })
             }
             Scope::Expose { export, namespace } => {
-                let dst = cx.dst_local(export);
+                let dst = cx.dst_export(export);
                 let mut first = None;
                 for peer in &snapshot.peer_order {
                     if peer.name == snapshot.local_peer {
@@ -417,7 +440,7 @@ impl Agent for Acl {
             Scope::List { peer } => {
                 let mut services = Vec::new();
                 for export in snapshot.exports.iter() {
-                    let dst = cx.dst_local(export);
+                    let dst = cx.dst_export(export);
                     let d = acl.check(&mut cx.notes, export.namespace(), &cx.src, &dst);
                     if d.allowed() {
                         services.push((export.reference.to_string(), d));

@@ -136,6 +136,16 @@ impl<'s> Context<'s> {
         Attrs::over(&export.attrs)
     }
 
+    /// The same with the export's number, for the access policies' index.
+    pub fn dst_export(&self, export: &'s ExportEntry) -> crate::acl::Dst<'s> {
+        crate::acl::Dst(Attrs::over(&export.attrs), Some(export.dest))
+    }
+
+    /// An egress candidate's destination side, for the access policies' index.
+    pub fn dst_source(&self, c: &Candidate<'s>) -> crate::acl::Dst<'s> {
+        crate::acl::Dst(Attrs::over(&c.source.attrs), None)
+    }
+
     /// The destination side's attributes for an egress candidate.
     pub fn dst_candidate(&self, c: &Candidate<'s>) -> Attrs<'s> {
         Attrs::over(&c.source.attrs)

@@ -19,6 +19,11 @@ use std::sync::Arc;
 
 use crate::selector::{Op, Selector};
 
+#[path = "index_by_dest.rs"]
+mod by_dest;
+use by_dest::ByDest;
+pub use by_dest::Dests;
+
 /// A source side and a destination side, each matching when any of its selectors does.
 #[derive(Clone, Debug)]
 pub struct Rule {
@@ -197,6 +202,18 @@ impl Stored {
             Stored::General(rule) => rule.matches(src, dst),
         }
     }
+
+    /// Whether the source side matches.
+    #[inline]
+    fn source_matches(&self, src: &Attrs<'_>) -> bool {
+        match self {
+            Stored::Pairs { from, from_len, .. } => from
+                .iter()
+                .take(usize::from(*from_len))
+                .all(|p| src.has_pair(*p)),
+            Stored::General(rule) => rule.from.iter().any(|s| s.matches(src)),
+        }
+    }
 }
 
 /// Set on a posting whose rule matches whenever the posting is found.
@@ -334,6 +351,18 @@ const MAX_PAIRS: usize = 16;
 #[derive(Default)]
 pub struct MatchIndex {
     rules: Vec<Stored>,
+    /// Every rule, or when rules are also found through their destination
+    /// (`by_dest`), the others.
+    tables: Tables,
+    /// Rules found through the destination a decision names (see [`Dests`]).
+    by_dest: Option<Box<ByDest>>,
+    /// With `by_dest`: every rule, for decisions that name no destination, if asked for.
+    all: Option<Tables>,
+}
+
+/// Posting tables over some of an index's rules.
+#[derive(Default)]
+struct Tables {
     /// Rules filed under a source pair.
     from: Postings,
     /// Rules filed under a destination pair.
@@ -355,7 +384,8 @@ impl std::fmt::Debug for MatchIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MatchIndex")
             .field("rules", &self.rules.len())
-            .field("scan", &self.scan.len())
+            .field("scan", &self.tables.scan.len())
+            .field("by_dest", &self.by_dest.is_some())
             .finish()
     }
 }
@@ -430,24 +460,151 @@ fn pair_key(from: u32, to: u32) -> u64 {
 
 impl MatchIndex {
     pub fn build(rules: Vec<Rule>, symbols: &Symbols) -> MatchIndex {
+        MatchIndex::build_for(rules, symbols, None)
+    }
+
+    /// An index whose decisions may name their destination among `dests` (see
+    /// [`first_match_at`](Self::first_match_at)): rules that match few of them are found
+    /// through those. With `anywhere`, decisions that name none are answered as fast as
+    /// by an index without `dests` (it keeps tables over every rule for them). Without
+    /// destinations (none given, or an empty list), it is the index `build` makes.
+    pub fn build_for(
+        rules: Vec<Rule>,
+        symbols: &Symbols,
+        dests: Option<(Dests<'_>, bool)>,
+    ) -> MatchIndex {
         let compile = |side: &[Arc<Selector>]| -> SmallVec<[Compiled; 1]> {
             side.iter()
                 .filter_map(|s| Compiled::new(s, symbols))
                 .collect()
         };
-        let rules: Vec<CompiledRule> = rules
+        let compiled: Vec<CompiledRule> = rules
             .iter()
             .map(|r| CompiledRule {
                 from: compile(&r.from),
                 to: compile(&r.to),
             })
             .collect();
-        let (mut from_freq, mut to_freq) = (FxHashMap::default(), FxHashMap::default());
-        for r in &rules {
-            count(&r.from, &mut from_freq);
-            count(&r.to, &mut to_freq);
+        let mut freq = (FxHashMap::default(), FxHashMap::default());
+        for r in &compiled {
+            count(&r.from, &mut freq.0);
+            count(&r.to, &mut freq.1);
         }
         let mut index = MatchIndex::default();
+        let mut filed = vec![false; compiled.len()];
+        if let Some((dests, anywhere)) = dests.filter(|(d, _)| !d.attrs.is_empty()) {
+            let by_dest = ByDest::build(&compiled, &rules, &freq.1, dests, symbols, &mut filed);
+            index.by_dest = Some(Box::new(by_dest));
+            if anywhere {
+                index.all = Some(Tables::build(&compiled, symbols, &freq, &[]));
+            }
+        }
+        index.tables = Tables::build(&compiled, symbols, &freq, &filed);
+        // A new vector: collecting in place would keep the larger one's capacity.
+        let mut stored = Vec::with_capacity(compiled.len());
+        stored.extend(compiled.into_iter().map(Stored::new));
+        index.rules = stored;
+        index
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The tables a decision probes, and what `through` finds through its destination
+    /// when those tables do not hold every rule.
+    #[inline]
+    fn tables_for<T>(
+        &self,
+        dest: Option<u32>,
+        through: impl FnOnce(&ByDest) -> T,
+    ) -> (&Tables, Option<T>) {
+        match (&self.by_dest, &self.all, dest) {
+            (None, _, _) => (&self.tables, None),
+            (Some(_), Some(all), None) => (all, None),
+            (Some(by_dest), _, _) => (&self.tables, Some(through(by_dest))),
+        }
+    }
+
+    /// Whether the posting `id` (flags included) matches.
+    #[inline]
+    fn check(&self, posting: u32, src: &Attrs<'_>, dst: &Attrs<'_>) -> bool {
+        posting & EXACT != 0
+            || self
+                .rules
+                .get((posting & !EXACT) as usize)
+                .is_some_and(|r| r.matches(src, dst))
+    }
+
+    /// The smallest id of a matching rule: rules are listed in precedence order, so this
+    /// is the one that decides.
+    pub fn first_match(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<u32> {
+        self.first_match_at(src, dst, None)
+    }
+
+    /// The same, `dst` being the destination numbered `dest` in the index's [`Dests`],
+    /// if the decision names one.
+    pub fn first_match_at(
+        &self,
+        src: &Attrs<'_>,
+        dst: &Attrs<'_>,
+        dest: Option<u32>,
+    ) -> Option<u32> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let (tables, found) = self.tables_for(dest, |b| b.first(&self.rules, src, dst, dest));
+        let mut best = found.flatten().unwrap_or(u32::MAX);
+        tables.probe(src, dst, |ids| {
+            for &posting in ids {
+                let id = posting & !EXACT;
+                if id >= best {
+                    break;
+                }
+                if self.check(posting, src, dst) {
+                    best = id;
+                    break;
+                }
+            }
+        });
+        (best != u32::MAX).then_some(best)
+    }
+
+    /// Every matching rule id, ascending, without duplicates.
+    pub fn all_matches(&self, src: &Attrs<'_>, dst: &Attrs<'_>, out: &mut SmallVec<[u32; 8]>) {
+        out.clear();
+        if self.rules.is_empty() {
+            return;
+        }
+        let (tables, filed) = self.tables_for(None, |b| {
+            b.all(&self.rules, src, dst).collect::<SmallVec<[u32; 8]>>()
+        });
+        out.extend(filed.into_iter().flatten());
+        tables.probe(src, dst, |ids| {
+            out.extend(
+                ids.iter()
+                    .filter(|p| self.check(**p, src, dst))
+                    .map(|p| p & !EXACT),
+            )
+        });
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+impl Tables {
+    /// Files every rule but those `skip` marks.
+    fn build(
+        rules: &[CompiledRule],
+        symbols: &Symbols,
+        (from_freq, to_freq): &(FxHashMap<u32, u32>, FxHashMap<u32, u32>),
+        skip: &[bool],
+    ) -> Tables {
+        let mut index = Tables::default();
         let (mut from_keys, mut to_keys) = (Keys::default(), Keys::default());
         let (mut pair_from_keys, mut pair_to_keys) = (Keys::default(), Keys::default());
         let mut from_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
@@ -455,12 +612,15 @@ impl MatchIndex {
         let mut pair_lists: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
         let mut scan = Vec::new();
         for (id, r) in rules.iter().enumerate() {
+            if skip.get(id).copied().unwrap_or(false) {
+                continue;
+            }
             let id = id as u32;
             if r.from.is_empty() || r.to.is_empty() {
                 continue; // a side with no selector left matches nothing
             }
-            let f = side_anchors(&r.from, &from_freq);
-            let t = side_anchors(&r.to, &to_freq);
+            let f = side_anchors(&r.from, from_freq);
+            let t = side_anchors(&r.to, to_freq);
             let exact = |yes: bool| if yes { id | EXACT } else { id };
             if let (Some((_, fp)), Some((_, tp))) = (&f, &t)
                 && fp.len() * tp.len() <= MAX_PAIRS
@@ -520,21 +680,8 @@ impl MatchIndex {
             );
         }
         index.plan = plan.into();
-        // A new vector: collecting in place would keep the larger one's capacity.
-        let mut stored = Vec::with_capacity(rules.len());
-        stored.extend(rules.into_iter().map(Stored::new));
-        index.rules = stored;
         index
     }
-
-    pub fn len(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Calls `found` with every posting list the two attribute maps reach.
     #[inline]
     fn probe<'i>(&'i self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found: impl FnMut(&'i [u32])) {
@@ -572,55 +719,6 @@ impl MatchIndex {
                 }
             }
         }
-    }
-
-    /// Whether the posting `id` (flags included) matches.
-    #[inline]
-    fn check(&self, posting: u32, src: &Attrs<'_>, dst: &Attrs<'_>) -> bool {
-        posting & EXACT != 0
-            || self
-                .rules
-                .get((posting & !EXACT) as usize)
-                .is_some_and(|r| r.matches(src, dst))
-    }
-
-    /// The smallest id of a matching rule: rules are listed in precedence order, so this
-    /// is the one that decides.
-    pub fn first_match(&self, src: &Attrs<'_>, dst: &Attrs<'_>) -> Option<u32> {
-        if self.rules.is_empty() {
-            return None;
-        }
-        let mut best = u32::MAX;
-        self.probe(src, dst, |ids| {
-            for &posting in ids {
-                let id = posting & !EXACT;
-                if id >= best {
-                    break;
-                }
-                if self.check(posting, src, dst) {
-                    best = id;
-                    break;
-                }
-            }
-        });
-        (best != u32::MAX).then_some(best)
-    }
-
-    /// Every matching rule id, ascending, without duplicates.
-    pub fn all_matches(&self, src: &Attrs<'_>, dst: &Attrs<'_>, out: &mut SmallVec<[u32; 8]>) {
-        out.clear();
-        if self.rules.is_empty() {
-            return;
-        }
-        self.probe(src, dst, |ids| {
-            out.extend(
-                ids.iter()
-                    .filter(|p| self.check(**p, src, dst))
-                    .map(|p| p & !EXACT),
-            )
-        });
-        out.sort_unstable();
-        out.dedup();
     }
 }
 

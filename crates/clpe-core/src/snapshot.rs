@@ -51,6 +51,8 @@ pub struct ExportEntry {
     /// `namespace/name`: inline (up to 23 bytes), so finding an export reads no other
     /// allocation.
     pub reference: SmolStr,
+    /// Its number among the snapshot's exports (see [`Destinations`]).
+    pub dest: u32,
     /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`, then the local
     /// peer's name and labels: the destination side of an ingress connection.
     pub attrs: OwnedAttrs,
@@ -113,9 +115,10 @@ impl Exports {
     }
 
     /// Adds (or replaces) the export `namespace/name`.
-    fn insert(&mut self, namespace: &str, name: &str, attrs: OwnedAttrs) {
+    fn insert(&mut self, namespace: &str, name: &str, attrs: OwnedAttrs, dest: u32) {
         let entry = ExportEntry {
             reference: smol_str::format_smolstr!("{namespace}/{name}"),
+            dest,
             name_at: namespace.len() + 1,
             attrs,
         };
@@ -133,6 +136,16 @@ impl Exports {
     pub fn iter(&self) -> impl Iterator<Item = &ExportEntry> {
         self.table.iter()
     }
+}
+
+/// The exports' destination sides, by number, for the access policies' index: exports
+/// are numbered in document order, so a namespace's are one run of numbers.
+pub struct Destinations<'a> {
+    pub exports: Vec<&'a OwnedAttrs>,
+    /// Each namespace's exports' numbers.
+    pub ranges: FxHashMap<SmolStr, std::ops::Range<u32>>,
+    /// The namespaces with Import sources (the destinations of egress decisions).
+    pub egress: rustc_hash::FxHashSet<SmolStr>,
 }
 
 #[derive(Debug)]
@@ -480,6 +493,7 @@ pub fn build(
     };
 
     let mut exports = Exports::default();
+    let mut export_count = 0u32;
     let mut lb_by_import: FxHashMap<(SmolStr, SmolStr), Vec<&Document>> = FxHashMap::default();
     for doc in docs.values() {
         match &doc.spec {
@@ -494,7 +508,9 @@ pub fn build(
                     &doc.labels,
                 );
                 let attrs = OwnedAttrs::concat(&[&own, &local_attrs]);
-                exports.insert(&doc.key.namespace, &doc.key.name, attrs);
+                let dest = export_count;
+                export_count += 1;
+                exports.insert(&doc.key.namespace, &doc.key.name, attrs, dest);
             }
             Spec::LoadBalancing(lb) => {
                 lb_by_import
@@ -584,7 +600,27 @@ pub fn build(
     }
 
     // Policies.
-    let acl = AclTables::build(&docs, &sets, selectors, &symbols).map_err(invalid)?;
+    let empty = OwnedAttrs::default();
+    let mut dests = Destinations {
+        exports: vec![&empty; export_count as usize],
+        ranges: FxHashMap::default(),
+        egress: (imports.iter())
+            .filter(|(_, by_name)| by_name.values().any(|i| !i.sources.is_empty()))
+            .map(|(ns, _)| ns.clone())
+            .collect(),
+    };
+    for export in exports.iter() {
+        if let Some(slot) = dests.exports.get_mut(export.dest as usize) {
+            *slot = &export.attrs;
+        }
+        let at = export.dest;
+        let range = (dests.ranges)
+            .entry(SmolStr::new(export.namespace()))
+            .or_insert(at..at + 1);
+        *range = range.start.min(at)..range.end.max(at + 1);
+    }
+    let acl = AclTables::build(&docs, &sets, selectors, &symbols, &dests).map_err(invalid)?;
+    drop(dests);
     let mut conn_limits = Vec::new();
     let mut conn_rules = Vec::new();
     let mut rate_limits = Vec::new();
@@ -763,9 +799,9 @@ mod tests {
     #[test]
     fn exports_are_found_by_exactly_their_namespace_and_name() {
         let mut exports = Exports::default();
-        exports.insert("a", "bcd", OwnedAttrs::default());
-        exports.insert("ab", "cd", OwnedAttrs::default());
-        exports.insert("default", "reviews", OwnedAttrs::default());
+        exports.insert("a", "bcd", OwnedAttrs::default(), 0);
+        exports.insert("ab", "cd", OwnedAttrs::default(), 1);
+        exports.insert("default", "reviews", OwnedAttrs::default(), 2);
         let found = |ns, name| exports.get(ns, name).map(|e| e.reference.clone());
         assert_eq!(found("a", "bcd").as_deref(), Some("a/bcd"));
         assert_eq!(found("ab", "cd").as_deref(), Some("ab/cd"));
@@ -789,7 +825,7 @@ mod tests {
             assert_eq!(other, None, "{ns} {name}");
         }
         // Applying again replaces.
-        exports.insert("a", "bcd", OwnedAttrs::default());
+        exports.insert("a", "bcd", OwnedAttrs::default(), 0);
         assert_eq!(exports.iter().count(), 3);
     }
 }
