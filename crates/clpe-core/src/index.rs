@@ -357,7 +357,9 @@ pub struct MatchIndex {
     /// Rules found through the destination a decision names (see [`Dests`]).
     by_dest: Option<Box<ByDest>>,
     /// With `by_dest`: every rule, for decisions that name no destination, if asked for.
-    all: Option<Tables>,
+    /// Boxed: most indexes (the balancers', the limiters') have none, and an import
+    /// holds its balancers' index in place.
+    all: Option<Box<Tables>>,
 }
 
 /// Posting tables over some of an index's rules.
@@ -496,7 +498,7 @@ impl MatchIndex {
             let by_dest = ByDest::build(&compiled, &rules, &freq.1, dests, symbols, &mut filed);
             index.by_dest = Some(Box::new(by_dest));
             if anywhere {
-                index.all = Some(Tables::build(&compiled, symbols, &freq, &[]));
+                index.all = Some(Box::new(Tables::build(&compiled, symbols, &freq, &[])));
             }
         }
         index.tables = Tables::build(&compiled, symbols, &freq, &filed);
