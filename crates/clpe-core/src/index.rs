@@ -495,7 +495,7 @@ impl MatchIndex {
         let mut index = MatchIndex::default();
         let mut filed = vec![false; compiled.len()];
         if let Some((dests, anywhere)) = dests.filter(|(d, _)| !d.attrs.is_empty()) {
-            let by_dest = ByDest::build(&compiled, &rules, &freq.1, dests, symbols, &mut filed);
+            let by_dest = ByDest::build(&compiled, &freq.1, dests, symbols, &mut filed);
             index.by_dest = Some(Box::new(by_dest));
             if anywhere {
                 index.all = Some(Box::new(Tables::build(&compiled, symbols, &freq, &[])));

@@ -6,8 +6,9 @@
 //! destination side checked once there: the decision then reads its export's short list
 //! (a line or two) and checks only the source sides on it, instead of probing the pair
 //! tables for each combination of a source key and a destination key the rules use.
-//! Rules that match many exports (`to: {}`, a label most exports carry) stay in the pair
-//! tables.
+//! Rules that can match many exports (`to: {}`, a label most exports carry), and those of
+//! an export more rules match than a list keeps, stay in the pair tables, which find
+//! them by source pair.
 //!
 //! Egress decisions weigh the other way: an import's sources share their export's name,
 //! so the pair tables find the rules of all the candidates with one probe, where each
@@ -19,13 +20,11 @@
 //! checking every rule filed here in full: slower, never wrong.
 
 use std::hint::cold_path;
-use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use super::{CompiledRule, MatchIndex, Rule, Stored, side_anchors};
+use super::{CompiledRule, Stored, side_anchors};
 use crate::attrs::{Attrs, OwnedAttrs, Symbols};
-use crate::selector::Selector;
 
 /// The destinations a decision can name, numbered from `first`, as the snapshot holds
 /// their pairs.
@@ -40,8 +39,9 @@ pub struct Dests<'a> {
 /// less memory. It also bounds the work of filing: at most this many checks per rule.
 const NARROW_MAX: u32 = if cfg!(test) { 2 } else { 16 };
 
-/// Longest list of a destination's rules checked one by one; a longer one gets an index
-/// of its own over the rules' source sides.
+/// Longest list a destination keeps: its rules are checked one by one. A destination
+/// that more rules can match keeps none, and those rules stay in the pair tables (which
+/// find them by source pair), so no list is long and no rule filed more than it is worth.
 const SCAN_MAX: usize = if cfg!(test) { 2 } else { 16 };
 
 /// How a filed rule's source side is checked (the top two bits of [`Near::tagged`]).
@@ -99,13 +99,11 @@ impl Near {
     }
 }
 
-/// A destination's rules, ascending.
-#[derive(Debug)]
-enum Block {
-    /// A run of [`ByDest::near`].
-    Scan { start: u32, len: u32 },
-    /// An index over the rules' source sides, and the rule each of its ids is.
-    Index(Box<(MatchIndex, Box<[u32]>)>),
+/// A destination's rules, ascending: a run of [`ByDest::near`].
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    start: u32,
+    len: u32,
 }
 
 #[derive(Debug)]
@@ -124,7 +122,6 @@ impl ByDest {
     /// tables.
     pub(super) fn build(
         rules: &[CompiledRule],
-        originals: &[Rule],
         to_freq: &FxHashMap<u32, u32>,
         dests: Dests<'_>,
         symbols: &Symbols,
@@ -161,7 +158,8 @@ impl ByDest {
                 *a = true;
             }
         }
-        // Each destination's matching rules, ascending.
+        // Each destination's matching rules, ascending; those of a destination with too
+        // many stay in the tables.
         let mut lists: Vec<Vec<u32>> = Vec::with_capacity(dests.attrs.len());
         for attrs in dests.attrs {
             let dst = Attrs::over(attrs);
@@ -179,39 +177,35 @@ impl ByDest {
             }
             found.sort_unstable();
             found.dedup();
+            if found.len() > SCAN_MAX {
+                for id in found.drain(..) {
+                    if let Some(a) = anchored.get_mut(id as usize) {
+                        *a = false;
+                    }
+                }
+            }
             lists.push(found);
         }
         for (f, a) in filed.iter_mut().zip(&anchored) {
             *f = *a;
         }
         let is_filed = |id: &u32| filed.get(*id as usize).copied().unwrap_or(false);
-        let everything: Box<[Arc<Selector>]> = Box::new([Arc::new(Selector::everything())]);
         let mut near = Vec::new();
-        let blocks = lists
-            .into_iter()
-            .map(|mut list| {
-                list.retain(is_filed);
-                if list.len() <= SCAN_MAX {
+        let blocks =
+            lists
+                .into_iter()
+                .map(|mut list| {
+                    list.retain(is_filed);
                     let start = near.len() as u32;
                     near.extend(list.iter().filter_map(|id| {
                         rules.get(*id as usize).map(|r| Near::new(*id, r, symbols))
                     }));
-                    return Block::Scan {
+                    Block {
                         start,
                         len: list.len() as u32,
-                    };
-                }
-                let sources = (list.iter())
-                    .filter_map(|id| originals.get(*id as usize))
-                    .map(|r| Rule {
-                        from: r.from.clone(),
-                        to: everything.clone(),
-                    })
-                    .collect();
-                let index = MatchIndex::build(sources, symbols);
-                Block::Index(Box::new((index, list.into())))
-            })
-            .collect();
+                    }
+                })
+                .collect();
         ByDest {
             first: dests.first,
             blocks,
@@ -234,15 +228,10 @@ impl ByDest {
             .and_then(|d| d.checked_sub(self.first))
             .and_then(|at| self.blocks.get(at as usize));
         match block {
-            Some(Block::Scan { start, len }) => {
+            Some(Block { start, len }) => {
                 let (start, len) = (*start as usize, *len as usize);
                 let list = self.near.get(start..start + len).unwrap_or_default();
                 list.iter().find(|n| n.matches(src, rules)).map(Near::id)
-            }
-            Some(Block::Index(sub)) => {
-                let (index, ids) = &**sub;
-                let at = index.first_match(src, &Attrs::new())?;
-                ids.get(at as usize).copied()
             }
             None => {
                 cold_path();
@@ -267,14 +256,10 @@ impl ByDest {
             .filter(move |id| rules.get(*id as usize).is_some_and(|r| r.matches(src, dst)))
     }
 
-    /// The rules filed here, and each destination's list: its length when it is scanned,
-    /// `None` when it has an index of its own.
+    /// The rules filed here, and the length of each destination's list.
     #[cfg(test)]
-    pub(super) fn layout(&self) -> (Vec<u32>, Vec<Option<u32>>) {
-        let kinds = self.blocks.iter().map(|b| match b {
-            Block::Scan { len, .. } => Some(*len),
-            Block::Index(_) => None,
-        });
-        (self.filed.to_vec(), kinds.collect())
+    pub(super) fn layout(&self) -> (Vec<u32>, Vec<u32>) {
+        let lens = self.blocks.iter().map(|b| b.len);
+        (self.filed.to_vec(), lens.collect())
     }
 }
