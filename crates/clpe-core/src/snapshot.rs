@@ -53,22 +53,24 @@ pub struct ExportEntry {
     pub reference: SmolStr,
     /// Its number among the snapshot's exports (see [`Destinations`]).
     pub dest: u32,
+    /// Where the name starts in `reference` (names are far shorter than 4 GiB).
+    name_at: u32,
     /// `export.clusterlink.net/name`, `.../namespace` and `.../labels.<k>`, then the local
     /// peer's name and labels: the destination side of an ingress connection.
     pub attrs: OwnedAttrs,
-    /// Where the name starts in `reference`.
-    name_at: usize,
 }
 
 impl ExportEntry {
     pub fn namespace(&self) -> &str {
         self.reference
-            .get(..self.name_at.saturating_sub(1))
+            .get(..(self.name_at as usize).saturating_sub(1))
             .unwrap_or_default()
     }
 
     pub fn name(&self) -> &str {
-        self.reference.get(self.name_at..).unwrap_or_default()
+        self.reference
+            .get(self.name_at as usize..)
+            .unwrap_or_default()
     }
 }
 
@@ -119,7 +121,7 @@ impl Exports {
         let entry = ExportEntry {
             reference: smol_str::format_smolstr!("{namespace}/{name}"),
             dest,
-            name_at: namespace.len() + 1,
+            name_at: u32::try_from(namespace.len() + 1).unwrap_or(u32::MAX),
             attrs,
         };
         let hash = export_hash(namespace, name);
@@ -795,6 +797,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// An export's entry, its number included, fits one aligned pair of cache lines.
+    #[test]
+    fn an_export_entry_takes_two_lines() {
+        assert!(std::mem::size_of::<ExportEntry>() <= 128);
+        assert_eq!(std::mem::align_of::<ExportEntry>(), 128);
+    }
 
     #[test]
     fn exports_are_found_by_exactly_their_namespace_and_name() {
