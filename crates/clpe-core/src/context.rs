@@ -138,12 +138,12 @@ impl<'s> Context<'s> {
 
     /// The same with the export's number, for the access policies' index.
     pub fn dst_export(&self, export: &'s ExportEntry) -> crate::acl::Dst<'s> {
-        crate::acl::Dst(Attrs::over(&export.attrs), Some(export.dest))
+        crate::acl::Dst(self.dst_local(export), Some(export.dest))
     }
 
     /// An egress candidate's destination side, for the access policies' index.
     pub fn dst_source(&self, c: &Candidate<'s>) -> crate::acl::Dst<'s> {
-        crate::acl::Dst(Attrs::over(&c.source.attrs), None)
+        crate::acl::Dst(self.dst_candidate(c), None)
     }
 
     /// The destination side's attributes for an egress candidate.

@@ -582,10 +582,7 @@ impl MatchIndex {
         if self.rules.is_empty() {
             return;
         }
-        let (tables, filed) = self.tables_for(None, |b| {
-            b.all(&self.rules, src, dst).collect::<SmallVec<[u32; 8]>>()
-        });
-        out.extend(filed.into_iter().flatten());
+        let (tables, _) = self.tables_for(None, |b| out.extend(b.all(&self.rules, src, dst)));
         tables.probe(src, dst, |ids| {
             out.extend(
                 ids.iter()
@@ -684,6 +681,7 @@ impl Tables {
         index.plan = plan.into();
         index
     }
+
     /// Calls `found` with every posting list the two attribute maps reach.
     #[inline]
     fn probe<'i>(&'i self, src: &Attrs<'_>, dst: &Attrs<'_>, mut found: impl FnMut(&'i [u32])) {

@@ -137,7 +137,7 @@ impl ByDest {
         // The rules to file, by the pairs their destination side cannot match without:
         // those few destinations hold.
         let mut by_pair: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
-        let mut anchored = vec![false; rules.len()];
+        filed.fill(false);
         for (id, r) in rules.iter().enumerate() {
             if r.from.is_empty() || r.to.is_empty() {
                 continue;
@@ -154,8 +154,8 @@ impl ByDest {
             for p in pairs {
                 by_pair.entry(p).or_default().push(id as u32);
             }
-            if let Some(a) = anchored.get_mut(id) {
-                *a = true;
+            if let Some(f) = filed.get_mut(id) {
+                *f = true;
             }
         }
         // Each destination's matching rules, ascending; those of a destination with too
@@ -179,15 +179,12 @@ impl ByDest {
             found.dedup();
             if found.len() > SCAN_MAX {
                 for id in found.drain(..) {
-                    if let Some(a) = anchored.get_mut(id as usize) {
-                        *a = false;
+                    if let Some(f) = filed.get_mut(id as usize) {
+                        *f = false;
                     }
                 }
             }
             lists.push(found);
-        }
-        for (f, a) in filed.iter_mut().zip(&anchored) {
-            *f = *a;
         }
         let is_filed = |id: &u32| filed.get(*id as usize).copied().unwrap_or(false);
         let mut near = Vec::new();
@@ -235,10 +232,7 @@ impl ByDest {
             }
             None => {
                 cold_path();
-                self.filed
-                    .iter()
-                    .copied()
-                    .find(|id| rules.get(*id as usize).is_some_and(|r| r.matches(src, dst)))
+                self.all(rules, src, dst).next()
             }
         }
     }
