@@ -67,6 +67,9 @@ impl AclRule {
 struct AclIndex {
     index: MatchIndex,
     rules: Vec<AclRule>,
+    /// The numbers of the exports it was built over, and whether it has tables for
+    /// egress decisions: a later snapshot keeps it only where both are the same.
+    made_for: (std::ops::Range<u32>, bool),
 }
 
 impl AclIndex {
@@ -80,9 +83,11 @@ impl AclIndex {
     }
 }
 
+/// A tier's and each namespace's index, shared with the snapshots before and after this
+/// one while their documents do not change.
 #[derive(Debug, Default)]
 struct Tables {
-    privileged: AclIndex,
+    privileged: Arc<AclIndex>,
     by_namespace: ByNamespace,
 }
 
@@ -91,8 +96,8 @@ struct Tables {
 /// the name; more are found by hash.
 #[derive(Default)]
 struct ByNamespace {
-    few: Vec<(SmolStr, AclIndex)>,
-    many: HashTable<(SmolStr, AclIndex)>,
+    few: Vec<(SmolStr, Arc<AclIndex>)>,
+    many: HashTable<(SmolStr, Arc<AclIndex>)>,
 }
 
 /// Most namespaces compared in turn; past it, the tables are found by hash.
@@ -103,8 +108,8 @@ fn namespace_hash(namespace: &str) -> u64 {
 }
 
 impl ByNamespace {
-    fn get(&self, namespace: &str) -> Option<&AclIndex> {
-        let eq = |(n, _): &(SmolStr, AclIndex)| crate::names::same(n, namespace);
+    fn get(&self, namespace: &str) -> Option<&Arc<AclIndex>> {
+        let eq = |(n, _): &(SmolStr, Arc<AclIndex>)| crate::names::same(n, namespace);
         match self.many.is_empty() {
             true => self.few.iter().find(|e| eq(e)),
             false => self.many.find(namespace_hash(namespace), eq),
@@ -112,17 +117,17 @@ impl ByNamespace {
         .map(|(_, t)| t)
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(SmolStr, AclIndex)> {
+    fn iter(&self) -> impl Iterator<Item = &(SmolStr, Arc<AclIndex>)> {
         self.few.iter().chain(self.many.iter())
     }
 }
 
-impl FromIterator<(SmolStr, AclIndex)> for ByNamespace {
-    fn from_iter<I: IntoIterator<Item = (SmolStr, AclIndex)>>(tables: I) -> Self {
+impl FromIterator<(SmolStr, Arc<AclIndex>)> for ByNamespace {
+    fn from_iter<I: IntoIterator<Item = (SmolStr, Arc<AclIndex>)>>(tables: I) -> Self {
         let mut by = HashTable::new();
         for (namespace, t) in tables {
             let hash = namespace_hash(&namespace);
-            match by.find_mut(hash, |(n, _): &(SmolStr, AclIndex)| *n == namespace) {
+            match by.find_mut(hash, |(n, _): &(SmolStr, Arc<AclIndex>)| *n == namespace) {
                 Some(slot) => slot.1 = t,
                 None => {
                     by.insert_unique(hash, (namespace, t), |(n, _)| namespace_hash(n));
@@ -173,6 +178,14 @@ pub struct AclTables {
 /// A policy being filed: its action, rule, payload and whether it is dry-run.
 type Entry = (Action, Rule, AclRule, bool);
 
+/// What a build may keep of the snapshot before it: its tables, and which tiers and
+/// namespaces have the very same policies and exports (`None`: the privileged tier; the
+/// caller has checked that everything else their indexes read is the same too).
+pub struct Earlier<'a> {
+    pub tables: &'a AclTables,
+    pub unchanged: &'a dyn Fn(Option<&str>) -> bool,
+}
+
 type Resolve = fn(
     &[Workload],
     &FxHashMap<&str, &[Arc<Selector>]>,
@@ -203,35 +216,21 @@ impl AclTables {
         resolve: Resolve,
         symbols: &crate::attrs::Symbols,
         dests: &Destinations<'_>,
+        earlier: Option<Earlier<'_>>,
     ) -> Result<AclTables, DocError> {
-        // (bucket order, rule): deny before allow; docs iterate in name order.
-        let mut privileged: Vec<Entry> = Vec::new();
-        let mut regular: FxHashMap<SmolStr, Vec<Entry>> = FxHashMap::default();
+        // The privileged tier's policies, and each namespace's regular ones.
+        let mut privileged: Vec<&Document> = Vec::new();
+        // By name, so that of two broken policies the first in document order is named.
+        let mut regular: std::collections::BTreeMap<&str, Vec<&Document>> = Default::default();
         let mut any_dry_run = false;
         for doc in docs.values() {
             let Spec::Access(spec) = &doc.spec else {
                 continue;
             };
-            let rule = Rule {
-                from: resolve(&spec.from, sets, doc, "spec.from")?,
-                to: resolve(&spec.to, sets, doc, "spec.to")?,
-            };
-            let privileged_kind = doc.key.kind == Kind::PrivilegedAccessPolicy;
-            let matched_by = Text::named(&doc.key.reference());
-            let acl = AclRule {
-                action: spec.action,
-                matched_by,
-                privileged: privileged_kind,
-            };
             any_dry_run |= spec.dry_run;
-            let entry = (spec.action, rule, acl, spec.dry_run);
-            if privileged_kind {
-                privileged.push(entry);
-            } else {
-                regular
-                    .entry(doc.key.namespace.clone())
-                    .or_default()
-                    .push(entry);
+            match doc.key.kind == Kind::PrivilegedAccessPolicy {
+                true => privileged.push(doc),
+                false => regular.entry(&doc.key.namespace).or_default().push(doc),
             }
         }
         // Ingress decisions name their export: a namespace's policies index its exports,
@@ -252,27 +251,88 @@ impl AclTables {
             let first = range.start;
             (Dests { first, attrs }, dests.egress.contains(namespace))
         };
-        let make = |entries: &[Entry], with_dry_run: bool, dests: (Dests<'_>, bool)| -> AclIndex {
-            let mut chosen: Vec<&Entry> = entries.iter().filter(|e| with_dry_run || !e.3).collect();
-            // Stable: name order is kept within each action.
-            chosen.sort_by_key(|e| e.0 == Action::Allow);
-            let rules = chosen.iter().map(|e| e.1.clone()).collect();
-            let acl = chosen.iter().map(|e| e.2.clone()).collect();
-            AclIndex {
-                index: MatchIndex::build_for(rules, symbols, Some(dests)),
-                rules: acl,
+        // One tier's or namespace's (`None`: the privileged tier) enforced index, and its
+        // shadow one when some policy is dry-run: the earlier snapshot's where they can be
+        // kept, else built.
+        let group = |namespace: Option<&str>,
+                     members: &[&Document],
+                     (dests, egress): (Dests<'_>, bool)|
+         -> Result<(Arc<AclIndex>, Option<Arc<AclIndex>>), DocError> {
+            let made_for = (dests.first..dests.first + dests.attrs.len() as u32, egress);
+            let keep = earlier.as_ref().filter(|e| (e.unchanged)(namespace));
+            let kept = |tables: Option<&Tables>| {
+                let t = match namespace {
+                    None => &tables?.privileged,
+                    Some(n) => tables?.by_namespace.get(n)?,
+                };
+                (t.made_for == made_for).then(|| t.clone())
+            };
+            let enforced = keep.and_then(|e| kept(Some(&e.tables.enforced)));
+            let shadow =
+                (keep.filter(|_| any_dry_run)).and_then(|e| kept(e.tables.shadow.as_ref()));
+            if let Some(enforced) = &enforced
+                && (shadow.is_some() || !any_dry_run)
+            {
+                return Ok((enforced.clone(), shadow));
             }
+            let mut entries: Vec<Entry> = Vec::with_capacity(members.len());
+            for doc in members {
+                let Spec::Access(spec) = &doc.spec else {
+                    continue;
+                };
+                let rule = Rule {
+                    from: resolve(&spec.from, sets, doc, "spec.from")?,
+                    to: resolve(&spec.to, sets, doc, "spec.to")?,
+                };
+                let acl = AclRule {
+                    action: spec.action,
+                    matched_by: Text::named(&doc.key.reference()),
+                    privileged: doc.key.kind == Kind::PrivilegedAccessPolicy,
+                };
+                entries.push((spec.action, rule, acl, spec.dry_run));
+            }
+            // (bucket order, rule): deny before allow; docs come in name order.
+            let make = |with_dry_run: bool| {
+                let mut chosen: Vec<&Entry> =
+                    entries.iter().filter(|e| with_dry_run || !e.3).collect();
+                // Stable: name order is kept within each action.
+                chosen.sort_by_key(|e| e.0 == Action::Allow);
+                let rules = chosen.iter().map(|e| e.1.clone()).collect();
+                let acl = chosen.iter().map(|e| e.2.clone()).collect();
+                Arc::new(AclIndex {
+                    index: MatchIndex::build_for(rules, symbols, Some((dests, egress))),
+                    rules: acl,
+                    made_for: made_for.clone(),
+                })
+            };
+            let enforced = enforced.unwrap_or_else(|| make(false));
+            let shadow = any_dry_run.then(|| shadow.unwrap_or_else(|| make(true)));
+            Ok((enforced, shadow))
         };
-        let tables = |with_dry_run: bool| Tables {
-            privileged: make(&privileged, with_dry_run, all),
-            by_namespace: regular
-                .iter()
-                .map(|(ns, e)| (ns.clone(), make(e, with_dry_run, of(ns))))
-                .collect(),
-        };
+        // Regular ones first: their kind comes first in document order.
+        let mut by_namespace = Vec::with_capacity(regular.len());
+        let mut shadow_by_namespace = Vec::new();
+        for (namespace, members) in &regular {
+            let (enforced, shadow) = group(Some(namespace), members, of(namespace))?;
+            let namespace = SmolStr::new(namespace);
+            if let Some(shadow) = shadow {
+                shadow_by_namespace.push((namespace.clone(), shadow));
+            }
+            by_namespace.push((namespace, enforced));
+        }
+        let (privileged, privileged_shadow) = group(None, &privileged, all)?;
         Ok(AclTables {
-            enforced: tables(false),
-            shadow: any_dry_run.then(|| tables(true)),
+            enforced: Tables {
+                privileged,
+                by_namespace: by_namespace.into_iter().collect(),
+            },
+            // Only when some policy is dry-run (then every group has a shadow index).
+            shadow: privileged_shadow
+                .filter(|_| any_dry_run)
+                .map(|privileged| Tables {
+                    privileged,
+                    by_namespace: shadow_by_namespace.into_iter().collect(),
+                }),
             default_deny: DEFAULT_TEXTS.0.clone(),
             default_reason: DEFAULT_TEXTS.1.clone(),
         })
@@ -306,6 +366,17 @@ impl AclTables {
 
     pub fn default_deny(&self) -> &Text {
         &self.default_deny
+    }
+
+    /// Whether both hold the very same enforced index of a namespace (`None`: the
+    /// privileged tier).
+    #[cfg(test)]
+    pub(crate) fn shares_with(&self, other: &AclTables, namespace: Option<&str>) -> bool {
+        let of = |t: &'_ AclTables| match namespace {
+            None => Some(Arc::as_ptr(&t.enforced.privileged)),
+            Some(n) => t.enforced.by_namespace.get(n).map(Arc::as_ptr),
+        };
+        of(self).is_some() && of(self) == of(other)
     }
 }
 
@@ -531,15 +602,17 @@ mod tests {
 
     #[test]
     fn namespaces_find_their_own_tables_and_the_last_of_a_name_wins() {
-        let table = |n: usize| AclIndex {
-            index: MatchIndex::default(),
-            rules: (0..n)
-                .map(|i| AclRule {
-                    action: Action::Allow,
-                    matched_by: format!("r{i}").into(),
-                    privileged: false,
-                })
-                .collect(),
+        let table = |n: usize| {
+            Arc::new(AclIndex {
+                rules: (0..n)
+                    .map(|i| AclRule {
+                        action: Action::Allow,
+                        matched_by: format!("r{i}").into(),
+                        privileged: false,
+                    })
+                    .collect(),
+                ..AclIndex::default()
+            })
         };
         let names = [
             "default",

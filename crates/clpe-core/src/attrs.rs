@@ -49,8 +49,10 @@ fn value_hash(kid: u32, value: &str) -> u64 {
     h.finish()
 }
 
-/// The keys and pairs a snapshot's selectors mention, numbered.
-#[derive(Debug)]
+/// The keys and pairs a snapshot's selectors mention, numbered. A number, once given,
+/// stays with its key or pair in every table extended from this one (see
+/// `snapshot::symbols_of`), so indexes built over it stay valid.
+#[derive(Clone, Debug)]
 pub struct Symbols {
     /// Keys are shared by every pair that names them (see [`Symbols::owned`]).
     keys: FxHashMap<SmolStr, u32>,
@@ -115,6 +117,35 @@ impl Symbols {
                 }
             }
         }
+    }
+
+    /// Whether every key and pair a selector mentions is numbered; `note` is told the
+    /// number of each pair that is.
+    pub fn numbers(&self, sel: &Selector, note: &mut impl FnMut(u32)) -> bool {
+        let mut all = true;
+        let mut pair = |kid: u32, value: &str| match self.pair(kid, value) {
+            NONE => all = false,
+            pid => note(pid),
+        };
+        for (k, v) in sel.labels.iter() {
+            pair(self.key(k), v);
+        }
+        let mut keys = true;
+        for r in sel.requirements.iter() {
+            let kid = self.key(&r.key);
+            if let Op::In(values) | Op::NotIn(values) = &r.op {
+                for v in values.iter() {
+                    pair(kid, v);
+                }
+            }
+            keys &= kid != NONE;
+        }
+        all && keys
+    }
+
+    /// How many pairs are numbered.
+    pub fn pairs_len(&self) -> usize {
+        self.pair_keys.len()
     }
 
     pub fn key(&self, key: &str) -> u32 {

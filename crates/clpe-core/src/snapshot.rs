@@ -271,7 +271,7 @@ pub struct Snapshot {
     pub revision: u64,
     pub docs: Docs,
     /// The keys and pairs the selectors mention, numbered (see [`crate::attrs`]).
-    pub symbols: Symbols,
+    pub symbols: Arc<Symbols>,
     pub local_peer: PeerName,
     pub peers: FxHashMap<PeerName, Arc<PeerEntry>>,
     /// Peers sorted by name, for `ExposeService` answers.
@@ -280,7 +280,7 @@ pub struct Snapshot {
     pub local: Option<Arc<PeerEntry>>,
     /// The local peer's name as attributes, when the inventory does not have it.
     pub local_attrs: OwnedAttrs,
-    pub exports: Exports,
+    pub exports: Arc<Exports>,
     /// namespace → name → import.
     pub imports: FxHashMap<SmolStr, FxHashMap<SmolStr, Arc<ImportEntry>>>,
     pub acl: AclTables,
@@ -316,8 +316,8 @@ impl Snapshot {
             peer_order: Vec::new(),
             local: None,
             local_attrs: peer_attrs(&Symbols::default(), local_peer.as_str(), &BTreeMap::new()),
-            symbols: Symbols::default(),
-            exports: Exports::default(),
+            symbols: Arc::default(),
+            exports: Arc::default(),
             imports: FxHashMap::default(),
             acl: AclTables::default(),
             conn_limits: Vec::new(),
@@ -388,9 +388,80 @@ pub fn peer_attrs(symbols: &Symbols, name: &str, labels: &BTreeMap<String, Strin
     )
 }
 
-/// Numbers every key and pair the documents' selectors mention.
-fn symbols_of(docs: &Docs) -> Symbols {
+/// How a snapshot's numbering relates to the one before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Numbering {
+    /// The very same table: everything read with it reads the same.
+    Same,
+    /// Extended: every number given before means what it meant (indexes built over the
+    /// old table stay valid), but pairs were added, so attributes numbered with the old
+    /// one may lack some.
+    Extended,
+    /// Numbered afresh.
+    Fresh,
+}
+
+/// Numbers every key and pair the documents mention: with the earlier snapshot's table
+/// where it numbers them all, else continuing its numbering, else afresh when most of
+/// the numbers it carries are of pairs no document mentions any more (so that a table
+/// never grows without bound).
+fn symbols_of(docs: &Docs, earlier: Option<&Arc<Symbols>>) -> (Arc<Symbols>, Numbering) {
+    if let Some(earlier) = earlier {
+        let before = earlier.pairs_len();
+        let mut seen = vec![false; before];
+        let mut live = 0;
+        let mut mark = |pid: u32| {
+            if let Some(s) = seen.get_mut(pid as usize)
+                && !*s
+            {
+                *s = true;
+                live += 1;
+            }
+        };
+        let mut all = true;
+        mentions(docs, &mut |item| match item {
+            Mention::Selector(sel) => all &= earlier.numbers(sel, &mut mark),
+            Mention::Key(key) => all &= earlier.key(&key) != crate::attrs::NONE,
+        });
+        let (symbols, numbering) = match all {
+            true => (earlier.clone(), Numbering::Same),
+            false => {
+                let mut symbols = Symbols::clone(earlier);
+                intern(&mut symbols, docs);
+                (Arc::new(symbols), Numbering::Extended)
+            }
+        };
+        let live = live + (symbols.pairs_len() - before);
+        if symbols.pairs_len() <= 2 * live + STALE_PAIRS {
+            return (symbols, numbering);
+        }
+    }
     let mut symbols = Symbols::default();
+    intern(&mut symbols, docs);
+    (Arc::new(symbols), Numbering::Fresh)
+}
+
+/// Pairs no document mentions that a table carried over may hold beyond as many as it
+/// has live ones.
+const STALE_PAIRS: usize = 1024;
+
+fn intern(symbols: &mut Symbols, docs: &Docs) {
+    mentions(docs, &mut |item| match item {
+        Mention::Selector(sel) => symbols.intern_selector(sel),
+        Mention::Key(key) => {
+            symbols.intern_key(&key);
+        }
+    });
+}
+
+/// What the documents mention that is numbered.
+enum Mention<'d> {
+    Selector(&'d Selector),
+    /// An inventory label's key (numbered too, so every pair shares its key string).
+    Key(String),
+}
+
+fn mentions<'d>(docs: &'d Docs, visit: &mut impl FnMut(Mention<'d>)) {
     for doc in docs.values() {
         let (from, to): (&[Workload], &[Workload]) = match &doc.spec {
             Spec::Access(s) => (&s.from, &s.to),
@@ -399,18 +470,17 @@ fn symbols_of(docs: &Docs) -> Symbols {
             Spec::LoadBalancing(s) => (&s.from, &[]),
             Spec::WorkloadSet(s) => {
                 for sel in s.selectors.iter() {
-                    symbols.intern_selector(sel);
+                    visit(Mention::Selector(sel));
                 }
                 continue;
             }
-            // Inventory label keys are numbered too, so every pair shares its key string.
             Spec::Peer(_) | Spec::Export | Spec::Import(_) => {
                 let prefix = match doc.spec {
                     Spec::Peer(_) => keys::PEER_LABELS,
                     _ => keys::EXPORT_LABELS,
                 };
                 for k in doc.labels.keys() {
-                    symbols.intern_key(&format!("{prefix}{k}"));
+                    visit(Mention::Key(format!("{prefix}{k}")));
                 }
                 continue;
             }
@@ -418,11 +488,43 @@ fn symbols_of(docs: &Docs) -> Symbols {
         };
         for item in from.iter().chain(to) {
             if let Workload::Selector(s) = item {
-                symbols.intern_selector(s);
+                visit(Mention::Selector(s));
             }
         }
     }
-    symbols
+}
+
+/// The documents of one kind in one namespace (`""` for cluster-wide kinds), in name
+/// order.
+fn in_namespace<'d>(
+    docs: &'d Docs,
+    kind: Kind,
+    namespace: &'d str,
+) -> impl Iterator<Item = &'d Arc<Document>> + 'd {
+    let from = DocKey {
+        kind,
+        namespace: SmolStr::new(namespace),
+        name: SmolStr::default(),
+    };
+    docs.range(from..)
+        .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
+        .map(|(_, d)| d)
+}
+
+/// Whether two document sets hold the very same documents (not equal ones: the same
+/// allocations, as an apply keeps a document it does not change) of `kind` in
+/// `namespace`, or in every namespace for `None`.
+fn same_docs(a: &Docs, b: &Docs, kind: Kind, namespace: Option<&str>) -> bool {
+    fn same<'d>(
+        a: impl Iterator<Item = &'d Arc<Document>>,
+        b: impl Iterator<Item = &'d Arc<Document>>,
+    ) -> bool {
+        a.map(Arc::as_ptr).eq(b.map(Arc::as_ptr))
+    }
+    match namespace {
+        Some(n) => same(in_namespace(a, kind, n), in_namespace(b, kind, n)),
+        None => same(list(a, kind), list(b, kind)),
+    }
 }
 
 /// Resolves `from`/`to` items into selectors (WorkloadSets expanded).
@@ -466,7 +568,13 @@ pub fn build(
         }
     }
 
-    let symbols = symbols_of(&docs);
+    let (symbols, numbering) = symbols_of(&docs, prev.map(|p| &p.symbols));
+    // Whether the local peer is the same document (or absent from both): every export's
+    // attributes carry its name and labels.
+    let local_key = DocKey::new(Kind::Peer, None, env.local_peer.as_str());
+    let same_local = |p: &Snapshot| {
+        p.docs.get(&local_key).map(Arc::as_ptr) == docs.get(&local_key).map(Arc::as_ptr)
+    };
 
     // Inventory.
     let mut peers: FxHashMap<PeerName, Arc<PeerEntry>> = FxHashMap::default();
@@ -494,12 +602,18 @@ pub fn build(
         None => peer_attrs(&symbols, env.local_peer.as_str(), &BTreeMap::new()),
     };
 
-    let mut exports = Exports::default();
-    let mut export_count = 0u32;
-    let mut lb_by_import: FxHashMap<(SmolStr, SmolStr), Vec<&Document>> = FxHashMap::default();
-    for doc in docs.values() {
-        match &doc.spec {
-            Spec::Export => {
+    // The exports: the earlier snapshot's table while what it was built from is the same
+    // (decisions after the swap then find it where the ones before left it, in cache).
+    let kept_exports = prev.filter(|p| {
+        numbering == Numbering::Same
+            && same_local(p)
+            && same_docs(&p.docs, &docs, Kind::Export, None)
+    });
+    let exports = match kept_exports {
+        Some(p) => p.exports.clone(),
+        None => {
+            let mut exports = Exports::default();
+            for (dest, doc) in (0u32..).zip(list(&docs, Kind::Export)) {
                 let own = owned_with_labels(
                     &symbols,
                     &[
@@ -510,17 +624,19 @@ pub fn build(
                     &doc.labels,
                 );
                 let attrs = OwnedAttrs::concat(&[&own, &local_attrs]);
-                let dest = export_count;
-                export_count += 1;
                 exports.insert(&doc.key.namespace, &doc.key.name, attrs, dest);
             }
-            Spec::LoadBalancing(lb) => {
-                lb_by_import
-                    .entry((doc.key.namespace.clone(), SmolStr::new(lb.import.as_str())))
-                    .or_default()
-                    .push(doc);
-            }
-            _ => {}
+            Arc::new(exports)
+        }
+    };
+    let export_count = exports.iter().count() as u32;
+    let mut lb_by_import: FxHashMap<(SmolStr, SmolStr), Vec<&Document>> = FxHashMap::default();
+    for doc in list(&docs, Kind::LoadBalancingPolicy) {
+        if let Spec::LoadBalancing(lb) = &doc.spec {
+            lb_by_import
+                .entry((doc.key.namespace.clone(), SmolStr::new(lb.import.as_str())))
+                .or_default()
+                .push(doc);
         }
     }
 
@@ -621,7 +737,30 @@ pub fn build(
             .or_insert(at..at + 1);
         *range = range.start.min(at)..range.end.max(at + 1);
     }
-    let acl = AclTables::build(&docs, &sets, selectors, &symbols, &dests).map_err(invalid)?;
+    // The access tables keep the earlier snapshot's index of a tier or namespace whose
+    // policies and exports are the very documents it was built from, read the same way:
+    // the same numbering, WorkloadSets and local peer.
+    let earlier = prev.filter(|p| {
+        numbering != Numbering::Fresh
+            && same_docs(&p.docs, &docs, Kind::WorkloadSet, None)
+            && same_local(p)
+    });
+    let unchanged = |namespace: Option<&str>| {
+        earlier.is_some_and(|p| {
+            let policies = match namespace {
+                None => Kind::PrivilegedAccessPolicy,
+                Some(_) => Kind::AccessPolicy,
+            };
+            same_docs(&p.docs, &docs, policies, namespace)
+                && same_docs(&p.docs, &docs, Kind::Export, namespace)
+        })
+    };
+    let earlier = earlier.map(|p| crate::acl::Earlier {
+        tables: &p.acl,
+        unchanged: &unchanged,
+    });
+    let acl =
+        AclTables::build(&docs, &sets, selectors, &symbols, &dests, earlier).map_err(invalid)?;
     drop(dests);
     let mut conn_limits = Vec::new();
     let mut conn_rules = Vec::new();
@@ -797,6 +936,72 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    fn docs(values: &[serde_json::Value]) -> Vec<Document> {
+        (values.iter().enumerate())
+            .map(|(i, v)| crate::document::parse_value(v.clone(), i + 1).unwrap())
+            .collect()
+    }
+
+    fn policy(namespace: &str, name: &str, service: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "AccessPolicy", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"action": "allow",
+                "from": [{"workloadSelector": {"matchLabels": {"client.clusterlink.net/service": service}}}],
+                "to": [{"workloadSelector": {"matchLabels": {"export.clusterlink.net/name": "e"}}}]}})
+    }
+
+    /// A batch in one namespace leaves the other namespaces' access indexes as they were
+    /// (the very same), and rebuilds its own.
+    #[test]
+    fn a_batch_keeps_the_indexes_of_namespaces_it_does_not_touch() {
+        let engine = crate::Engine::new(crate::EngineConfig::default());
+        let export = |ns: &str| serde_json::json!({"kind": "Export", "metadata": {"name": "e", "namespace": ns}});
+        engine
+            .apply(docs(&[
+                policy("a", "p", "x"),
+                policy("b", "p", "x"),
+                export("a"),
+                export("b"),
+            ]))
+            .unwrap();
+        let before = engine.snapshot();
+        engine.apply(docs(&[policy("b", "q", "y")])).unwrap();
+        let after = engine.snapshot();
+        assert!(after.acl.shares_with(&before.acl, Some("a")));
+        assert!(!after.acl.shares_with(&before.acl, Some("b")));
+        // An export added in `a` renumbers `b`'s exports: both are rebuilt.
+        engine
+            .apply(docs(&[
+                serde_json::json!({"kind": "Export", "metadata": {"name": "f", "namespace": "a"}}),
+            ]))
+            .unwrap();
+        let last = engine.snapshot();
+        assert!(!last.acl.shares_with(&after.acl, Some("a")));
+        assert!(!last.acl.shares_with(&after.acl, Some("b")));
+    }
+
+    /// Applying and deleting policies that name ever new values keeps the numbering
+    /// table within twice the pairs the documents mention, plus [`STALE_PAIRS`].
+    #[test]
+    fn the_numbering_does_not_grow_without_bound() {
+        let engine = crate::Engine::new(crate::EngineConfig::default());
+        engine.apply(docs(&[policy("a", "keep", "kept")])).unwrap();
+        let key = DocKey::new(Kind::AccessPolicy, Some("b"), "p");
+        let mut largest = 0;
+        for i in 0..3 * STALE_PAIRS {
+            engine
+                .apply(docs(&[policy("b", "p", &format!("v{i}"))]))
+                .unwrap();
+            engine.delete(std::slice::from_ref(&key)).unwrap();
+            largest = largest.max(engine.snapshot().symbols.pairs_len());
+        }
+        // Live: `kept` and `e` (twice over: both policies name it).
+        assert!(largest <= 2 * 3 + STALE_PAIRS, "{largest} pairs");
+        assert!(
+            largest > STALE_PAIRS / 2,
+            "the numbering was extended: {largest}"
+        );
+    }
 
     /// An export's entry, its number included, fits one aligned pair of cache lines.
     #[test]
