@@ -878,10 +878,11 @@ impl Connections {
         }
     }
 
-    /// What admitting needs besides the id: the lease end (the latest of the connection's
-    /// and its slots'), and the peer's count taken.
+    /// What admitting needs besides the id: the lease end, and the peer's count taken. A
+    /// connection that limit policies hold ends with the last of their leases (SPEC
+    /// §3.4); `expires`, the engine's default lease, is for one that none holds.
     fn prepare(&self, target: Option<PeerRef>, slots: &[SlotGuard], expires: Time) -> (Time, u32) {
-        let expires = slots.iter().map(|s| s.expires).fold(expires, Time::max);
+        let expires = slots.iter().map(|s| s.expires).max().unwrap_or(expires);
         let peer = match target {
             Some(peer) => {
                 if let Some(open) = self.peers.get(peer.0 as usize) {

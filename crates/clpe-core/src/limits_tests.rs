@@ -40,14 +40,19 @@ fn connections_release_their_slots_on_close_and_on_expiry() {
     assert_eq!(counters.current(&p, &[]), 1);
     conns.expire(Time(49));
     assert_eq!(counters.current(&p, &[]), 1);
+    // One no limit holds: the default lease.
+    conns.admit("c3".into(), None, None, vec![], Time(1000));
     conns.expire(Time(50));
     assert_eq!(counters.current(&p, &[]), 0, "the slot's lease ended at 50");
     assert!(
-        conns.contains("c2"),
-        "the connection itself is tracked until 1000"
+        !conns.contains("c2"),
+        "a connection a limit holds ends with that limit's lease, not the default one"
     );
+    assert!(conns.contains("c3"));
+    conns.expire(Time(999));
+    assert!(conns.contains("c3"));
     conns.expire(Time(1000));
-    assert!(!conns.contains("c2"));
+    assert!(!conns.contains("c3"));
     assert_eq!(conns.open(), 0);
 }
 
@@ -114,11 +119,15 @@ fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
     let counters = Counters::default();
     let conns = Connections::default();
     let p: Arc<str> = "/p".into();
-    // Two expiries each (the slot's lease ends first): 200,000 entries if none went.
+    // Two expiries each (the slot's and the connection's, at the slot's lease): 200,000
+    // entries if none went. The engine's default lease (50) is for connections no limit
+    // holds: not these.
     for i in 0..100_000u64 {
-        let slot = counters.try_reserve(&p, &[], u64::MAX, Time(50)).unwrap();
+        let slot = counters
+            .try_reserve(&p, &[], u64::MAX, Time(100 + i % 7))
+            .unwrap();
         let id = ConnectionId::new(format!("c{i}"));
-        conns.admit(id.clone(), None, None, vec![slot], Time(100 + i % 7));
+        conns.admit(id.clone(), None, None, vec![slot], Time(50));
         if i % 5000 != 0 {
             assert!(conns.close(id.as_str()).is_some());
         }
@@ -135,17 +144,15 @@ fn closed_connections_do_not_pile_up_and_leases_stay_exact() {
         "{places} record places for 20 open connections: closed ones are reused"
     );
     assert_eq!(counters.current(&p, &[]), 20);
-    conns.expire(Time(49));
+    conns.expire(Time(99));
     assert_eq!(counters.current(&p, &[]), 20);
-    conns.expire(Time(50));
-    assert_eq!(counters.current(&p, &[]), 0, "slots end at their own lease");
     assert_eq!(conns.open(), 20);
     conns.expire(Time(105));
-    assert!(
-        conns.open() > 0 && conns.open() < 20,
-        "each at its own lease"
-    );
+    let (held, open) = (counters.current(&p, &[]), conns.open());
+    assert!(held > 0 && held < 20, "each at its own lease: {held}");
+    assert_eq!(open, held, "a connection ends with its slot");
     conns.expire(Time(106));
+    assert_eq!(counters.current(&p, &[]), 0);
     assert_eq!(conns.open(), 0);
 }
 

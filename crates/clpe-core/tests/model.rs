@@ -101,7 +101,8 @@ fn limit_engine() -> Engine {
         json!({"kind": "Peer", "metadata": {"name": "p0"}}),
         json!({"kind": "Import", "metadata": {"name": "db"}, "spec": {"sources": [{"peer": "p0", "exportName": "db", "exportNamespace": "default"}]}}),
         json!({"kind": "AccessPolicy", "metadata": {"name": "all"}, "spec": {"action": "allow", "from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}]}}),
-        json!({"kind": "ConnectionLimitPolicy", "metadata": {"name": "three"}, "spec": {"from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}], "maxConnections": 3, "leaseSeconds": 10}}),
+        // Holds the connections of service `a` (even ids); those of `b` no limit holds.
+        json!({"kind": "ConnectionLimitPolicy", "metadata": {"name": "three"}, "spec": {"from": [{"workloadSelector": {"matchLabels": {"client.clusterlink.net/service": "a"}}}], "to": [{"workloadSelector": {}}], "maxConnections": 3, "leaseSeconds": 10}}),
         // Denies every third second's connections after the limiter reserved: the slot must come back.
         json!({"kind": "RateLimitPolicy", "metadata": {"name": "rate"}, "spec": {"from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}], "connectionsPerSecond": 1, "burst": 2}}),
     ];
@@ -116,8 +117,9 @@ fn limit_engine() -> Engine {
 
 proptest! {
     /// Opens, closes, denies and clock advances leave the counter equal to the number of
-    /// admitted, unclosed, unexpired connections; the open-connection records (held for the
-    /// default lease, an hour) and the target peer's count agree with their own model.
+    /// admitted, unclosed, unexpired connections of service `a`; the open-connection
+    /// records (held for the limit's lease, or the default one, an hour, for service `b`,
+    /// which no limit holds) and the target peer's count agree with their own model.
     #[test]
     fn limiter_counts_what_is_open(ops in prop::collection::vec(prop_oneof![
         (0u8..8).prop_map(ConnOp::Open),
@@ -134,16 +136,23 @@ proptest! {
         for op in ops {
             match op {
                 ConnOp::Open(id) => {
-                    let ev: Event = serde_json::from_value(json!({"type": "NewConnection", "direction": "egress", "src_service": "a", "dst_service": "db", "connection_id": format!("c{id}")})).unwrap();
+                    let limited = id % 2 == 0;
+                    let service = if limited { "a" } else { "b" };
+                    let ev: Event = serde_json::from_value(json!({"type": "NewConnection", "direction": "egress", "src_service": service, "dst_service": "db", "connection_id": format!("c{id}")})).unwrap();
                     let r = engine.decide(&ev, now, DecideOptions::default()).unwrap();
                     open.retain(|_, exp| *exp > now.0);
                     if r.decision == clpe_core::Decision::Allow {
-                        // A reused id replaces the old record, but only once admitted: it counts until then.
-                        prop_assert!(open.len() < 3);
-                        open.insert(id, now.0 + 10_000_000_000);
-                        records.insert(id, now.0 + 3_600_000_000_000);
+                        if limited {
+                            // A reused id replaces the old record, but only once admitted: it counts until then.
+                            prop_assert!(open.len() < 3);
+                            open.insert(id, now.0 + 10_000_000_000);
+                            // Held by `three`: the connection's lease is that policy's.
+                            records.insert(id, now.0 + 10_000_000_000);
+                        } else {
+                            records.insert(id, now.0 + 3_600_000_000_000);
+                        }
                     } else if r.decided_by.as_deref() == Some("connection-limiter") {
-                        prop_assert!(open.len() >= 3);
+                        prop_assert!(limited && open.len() >= 3);
                     }
                 }
                 ConnOp::Close(id) => {
