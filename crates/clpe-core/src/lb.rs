@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::agent::{Agent, Verdict};
@@ -10,10 +11,61 @@ use crate::context::{Candidate, Context, Scope};
 use crate::document::Scheme;
 use crate::error::AgentError;
 use crate::event::{Direction, EventType};
+use crate::limits::Padded;
+use crate::names::PeerName;
 use crate::runtime::stable_hash;
+use crate::shard_lock::ShardLock;
 use crate::snapshot::{ImportEntry, Snapshot};
 
 pub struct LoadBalancer;
+
+/// `consistent-hash`'s memory, per Import or balancing policy (carried from snapshot to
+/// snapshot like its counter): the peer each key was given. A key keeps its peer while
+/// that peer stays a candidate, whoever joins (SPEC §3.2); no function of the key and
+/// the candidates alone can promise that (rendezvous hashing moves a key to a peer that
+/// joins and ranks higher for it). A key whose peer is no longer among the candidates
+/// is placed again by rendezvous hashing over the candidates left, and remembered there.
+#[derive(Default)]
+pub struct Sticky(Padded<ShardLock<FxHashMap<u64, PeerName>>>);
+
+/// Keys a [`Sticky`] remembers; past them, new keys are placed by rendezvous hashing
+/// alone (which moves a key only when a peer that ranks higher for it joins). About
+/// 48 bytes each.
+const STICKY_KEYS: usize = if cfg!(test) { 64 } else { 1 << 16 };
+
+impl std::fmt::Debug for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sticky")
+    }
+}
+
+impl Sticky {
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    /// Puts the remembered peer of `key` first when it is in `ranked`; else remembers
+    /// the first of `ranked` (unless `dry_run`: a dry run changes nothing).
+    fn keep<'s>(&self, key: u64, ranked: &mut List<'s>, dry_run: bool) {
+        let mut table = self.0.lock();
+        let kept = (table.get(&key)).and_then(|peer| ranked.iter().position(|c| c.name() == peer));
+        match kept {
+            Some(at) => {
+                let c = ranked.remove(at);
+                ranked.insert(0, c);
+            }
+            None if dry_run => {}
+            None => {
+                if let Some(first) = ranked.first()
+                    && (table.len() < STICKY_KEYS || table.contains_key(&key))
+                {
+                    table.insert(key, first.name().clone());
+                }
+            }
+        }
+    }
+}
 
 type List<'s> = SmallVec<[Candidate<'s>; 4]>;
 
@@ -26,6 +78,7 @@ struct Choice<'a> {
     counter: &'a AtomicU64,
     /// Names the random sequence: the Import's or balancing policy's reference, hashed.
     salt: u64,
+    sticky: &'a Sticky,
     policy: Option<&'a crate::snapshot::LbEntry>,
 }
 
@@ -41,6 +94,7 @@ fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
                 scheme: p.spec.scheme,
                 counter: &p.counter,
                 salt: p.salt,
+                sticky: &p.sticky,
                 policy: Some(p),
             };
         }
@@ -49,6 +103,7 @@ fn choose<'a>(import: &'a ImportEntry, src: &Attrs<'_>) -> Choice<'a> {
         scheme: import.scheme,
         counter: &import.counter,
         salt: import.salt,
+        sticky: &import.sticky,
         policy: None,
     }
 }
@@ -216,17 +271,21 @@ fn prefer<'s>(
             out
         }
         Scheme::ConsistentHash => {
-            let key = spec
-                .and_then(|s| s.hash_key.as_deref())
-                .and_then(|k| cx.src.get(k))
-                .unwrap_or("");
+            let hash_key = spec.and_then(|s| s.hash_key.as_deref());
+            let key = hash_key.and_then(|k| cx.src.get(k)).unwrap_or("");
             let mut scored: SmallVec<[(u64, Candidate<'s>); 4]> = pool
                 .iter()
                 .map(|c| (stable_hash(&[key, c.name().as_str()]), *c))
                 .collect();
-            // Rendezvous hashing: the highest score wins, and only a leaving peer's keys move.
+            // Rendezvous hashing: the highest score wins, and only a leaving peer's keys
+            // move; what a joining one would take, the memory keeps where it was.
             scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.order.cmp(&b.1.order)));
-            scored.into_iter().map(|(_, c)| c).collect()
+            let mut ranked: List<'s> = scored.into_iter().map(|(_, c)| c).collect();
+            if pick {
+                let remembered = stable_hash(&[hash_key.unwrap_or(""), key]);
+                choice.sticky.keep(remembered, &mut ranked, cx.dry_run);
+            }
+            ranked
         }
         Scheme::Locality => {
             let label = spec.and_then(|s| s.locality_label.as_deref()).unwrap_or("");
@@ -258,4 +317,105 @@ fn prefer<'s>(
             out
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use serde_json::json;
+
+    use crate::{DecideOptions, Engine, EngineConfig, Event, PeerName, Time};
+
+    fn apply(engine: &Engine, docs: &[serde_json::Value]) {
+        let docs = (docs.iter().enumerate())
+            .map(|(i, d)| crate::document::parse_value(d.clone(), i + 1).unwrap())
+            .collect();
+        engine.apply(docs).unwrap();
+    }
+
+    fn import(peers: &[&str]) -> serde_json::Value {
+        let sources: Vec<_> = (peers.iter())
+            .map(|p| json!({"peer": p, "exportName": "db", "exportNamespace": "default"}))
+            .collect();
+        json!({"kind": "Import", "metadata": {"name": "db"},
+            "spec": {"sources": sources, "lbScheme": "consistent-hash"}})
+    }
+
+    fn target(engine: &Engine, key: &str, dry_run: bool) -> String {
+        let event: Event = serde_json::from_value(json!({"type": "NewConnection",
+            "direction": "egress", "src_service": key, "dst_service": "db"}))
+        .unwrap();
+        let opts = DecideOptions {
+            dry_run,
+            ..DecideOptions::default()
+        };
+        let r = engine.decide(&event, Time::ZERO, opts).unwrap();
+        r.target_peer.unwrap().to_string()
+    }
+
+    /// Keys keep their peer when peers join (up to the memory's bound), move only when
+    /// their own peer goes, and the memory stays within its bound.
+    #[test]
+    fn consistent_hash_keys_stay_while_their_peer_does() {
+        let engine = Engine::new(EngineConfig {
+            local_peer: PeerName::from("home"),
+            ..EngineConfig::default()
+        });
+        let peers: Vec<_> = (0..8)
+            .map(|i| json!({"kind": "Peer", "metadata": {"name": format!("p{i}")}}))
+            .collect();
+        apply(&engine, &peers);
+        let all = json!({"kind": "AccessPolicy", "metadata": {"name": "all"}, "spec": {"action": "allow",
+            "from": [{"workloadSelector": {}}], "to": [{"workloadSelector": {}}]}});
+        let by_service = json!({"kind": "LoadBalancingPolicy", "metadata": {"name": "ch"},
+            "spec": {"import": "db", "from": [{"workloadSelector": {}}], "scheme": "consistent-hash",
+                "hashKey": "client.clusterlink.net/service"}});
+        apply(&engine, &[import(&["p0", "p1"]), all, by_service]);
+        // A dry run remembers nothing.
+        target(&engine, "k0", true);
+        let sticky = || {
+            let snapshot = engine.snapshot();
+            let import = snapshot.import("default", "db").unwrap();
+            import.lb_policies[0].sticky.clone()
+        };
+        assert_eq!(sticky().len(), 0);
+        let keys: Vec<String> = (0..2 * super::STICKY_KEYS)
+            .map(|i| format!("k{i}"))
+            .collect();
+        let before: Vec<String> = keys.iter().map(|k| target(&engine, k, false)).collect();
+        assert_eq!(sticky().len(), super::STICKY_KEYS, "bounded");
+        // Six peers join: the remembered keys all stay; the others are placed by
+        // rendezvous hashing, some of them on the newcomers.
+        apply(
+            &engine,
+            &[import(&["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"])],
+        );
+        let after: Vec<String> = keys.iter().map(|k| target(&engine, k, false)).collect();
+        // The first STICKY_KEYS keys were remembered, in order.
+        let (remembered, rest) = before.split_at(super::STICKY_KEYS);
+        assert_eq!(
+            &after[..super::STICKY_KEYS],
+            remembered,
+            "no remembered key moved"
+        );
+        let moved = (rest.iter().zip(&after[super::STICKY_KEYS..])).filter(|(a, b)| a != b);
+        assert!(
+            moved.count() > 0,
+            "unremembered keys follow rendezvous hashing"
+        );
+        // p0 goes: its keys move, the others stay.
+        apply(
+            &engine,
+            &[import(&["p1", "p2", "p3", "p4", "p5", "p6", "p7"])],
+        );
+        for (key, was) in keys.iter().zip(&after).take(super::STICKY_KEYS) {
+            let now = target(&engine, key, false);
+            match was.as_str() {
+                "p0" => assert_ne!(now, "p0", "{key}"),
+                _ => assert_eq!(&now, was, "{key}"),
+            }
+        }
+        assert_eq!(sticky().len(), super::STICKY_KEYS);
+    }
 }

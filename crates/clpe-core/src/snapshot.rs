@@ -173,6 +173,8 @@ pub struct ImportEntry {
     pub sources: Vec<SourceEntry>,
     pub scheme: Scheme,
     pub counter: Arc<Counter>,
+    /// `consistent-hash`'s memory of which key went where.
+    pub sticky: Arc<crate::lb::Sticky>,
     /// Names this Import's random sequence (its reference, hashed).
     pub salt: u64,
     /// The balancing policies for this import, by name, with the index of their `from`.
@@ -185,6 +187,7 @@ pub struct LbEntry {
     pub matched_by: Text,
     pub spec: Arc<LbSpec>,
     pub counter: Arc<Counter>,
+    pub sticky: Arc<crate::lb::Sticky>,
     /// Names this policy's random sequence (its reference, hashed).
     pub salt: u64,
 }
@@ -686,10 +689,10 @@ pub fn build(
             };
             let from = selectors(&lb.from, &sets, lb_doc, "spec.from").map_err(invalid)?;
             let matched_by = Text::named(&lb_doc.key.reference());
-            let counter = prev_import
-                .and_then(|p| p.lb_policies.iter().find(|e| e.matched_by == matched_by))
-                .map(|e| e.counter.clone())
-                .unwrap_or_default();
+            let earlier =
+                prev_import.and_then(|p| p.lb_policies.iter().find(|e| e.matched_by == matched_by));
+            let counter = earlier.map(|e| e.counter.clone()).unwrap_or_default();
+            let sticky = earlier.map(|e| e.sticky.clone()).unwrap_or_default();
             lb_rules.push(Rule {
                 from,
                 to: Box::new([Arc::new(Selector::everything())]),
@@ -699,6 +702,7 @@ pub fn build(
                 matched_by,
                 spec: lb.clone(),
                 counter,
+                sticky,
             });
         }
         let entry = ImportEntry {
@@ -707,6 +711,7 @@ pub fn build(
             sources,
             scheme: spec.lb_scheme,
             counter: prev_import.map(|p| p.counter.clone()).unwrap_or_default(),
+            sticky: prev_import.map(|p| p.sticky.clone()).unwrap_or_default(),
             salt: crate::runtime::stable_hash(&[&doc.key.reference()]),
             lb_policies,
             lb_index: MatchIndex::build(lb_rules, &symbols),
