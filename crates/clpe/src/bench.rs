@@ -94,6 +94,9 @@ struct Report {
     /// Batches applied while deciding (with `--churn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     churn_batches: Option<u64>,
+    /// What one of those batches took to apply, the median, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    churn_batch_us: Option<u64>,
     /// Renders of the metrics made while deciding (with `--scrape`).
     #[serde(skip_serializing_if = "Option::is_none")]
     scrapes: Option<u64>,
@@ -297,6 +300,7 @@ pub fn run(args: Args) -> Result<Exit> {
     }
     let done = std::sync::atomic::AtomicBool::new(false);
     let churned = std::sync::atomic::AtomicU64::new(0);
+    let churn_times = std::sync::Mutex::new(Vec::new());
     let scraped = std::sync::atomic::AtomicU64::new(0);
     let floor_before = floor.as_ref().map(|(f, e)| f.time(e, repeat));
     // Each deciding thread makes the warm-up passes itself, then all start timing together:
@@ -314,11 +318,14 @@ pub fn run(args: Args) -> Result<Exit> {
     let results: Vec<Decided> = std::thread::scope(|s| {
         if args.churn {
             let (engine, done, churned, ready) = (&engine, &done, &churned, &ready);
-            let started = &started;
+            let (started, churn_times) = (&started, &churn_times);
             s.spawn(move || {
                 ready.wait();
                 started.get_or_init(Instant::now);
-                churn(engine, done, churned)
+                let times = churn(engine, done, churned);
+                if let Ok(mut t) = churn_times.lock() {
+                    *t = times;
+                }
             });
         }
         if let Some(ms) = args.scrape {
@@ -479,6 +486,10 @@ pub fn run(args: Args) -> Result<Exit> {
         churn_batches: args
             .churn
             .then(|| churned.load(std::sync::atomic::Ordering::Relaxed)),
+        churn_batch_us: churn_times.lock().ok().and_then(|mut t| {
+            t.sort_unstable();
+            t.get(t.len() / 2).map(|ns| ns / 1000)
+        }),
         scrapes: args
             .scrape
             .map(|_| scraped.load(std::sync::atomic::Ordering::Relaxed)),
@@ -524,6 +535,9 @@ pub fn run(args: Args) -> Result<Exit> {
         if let Some(n) = report.churn_batches {
             println!("churn           {n} batches applied while deciding");
         }
+        if let Some(us) = report.churn_batch_us {
+            println!("                (each took {us} µs to apply, the median)");
+        }
         if let Some(n) = report.scrapes {
             println!("scrape          {n} renders of the metrics while deciding");
         }
@@ -568,12 +582,13 @@ pub(crate) fn scrape_until(
 }
 
 /// Applies, then deletes, one access policy at a time until `done`: updates that every
-/// decision must see whole or not at all, and that must not slow decisions down.
+/// decision must see whole or not at all, and that must not slow decisions down. Returns
+/// what each batch took, in nanoseconds.
 fn churn(
     engine: &Engine,
     done: &std::sync::atomic::AtomicBool,
     churned: &std::sync::atomic::AtomicU64,
-) {
+) -> Vec<u64> {
     use std::sync::atomic::Ordering;
     let doc = serde_json::json!({
         "kind": "AccessPolicy",
@@ -585,13 +600,21 @@ fn churn(
         Some("clpe-bench-churn"),
         "churn",
     );
+    let mut times = Vec::new();
     while !done.load(Ordering::Relaxed) {
         let Ok(d) = clpe_core::document::parse_value(doc.clone(), 1) else {
-            return;
+            break;
         };
-        if engine.apply(vec![d]).is_err() || engine.delete(std::slice::from_ref(&key)).is_err() {
-            return;
+        let t0 = Instant::now();
+        if engine.apply(vec![d]).is_err() {
+            break;
         }
+        let t1 = Instant::now();
+        if engine.delete(std::slice::from_ref(&key)).is_err() {
+            break;
+        }
+        times.extend([t1 - t0, t1.elapsed()].map(|d| d.as_nanos() as u64));
         churned.fetch_add(2, Ordering::Relaxed);
     }
+    times
 }
