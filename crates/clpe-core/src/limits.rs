@@ -38,13 +38,23 @@ pub struct SlotGuard {
     counter: Arc<AtomicI64>,
     /// When the slot is released if the connection is never closed.
     pub expires: Time,
+    /// Whether the slot holds its connection: the connection's lease is that of the
+    /// slots holding it. A dry-run policy's slot counts but holds nothing (it must not
+    /// change how long the connection is tracked, which least-connections reads); it is
+    /// released at its lease or with the connection, whichever comes first.
+    pub holds: bool,
 }
 
 impl SlotGuard {
-    /// Takes one unit of `counter` unconditionally.
+    /// Takes one unit of `counter` unconditionally, for a dry-run policy: the slot holds
+    /// nothing.
     pub fn take(counter: Arc<AtomicI64>, expires: Time) -> SlotGuard {
         counter.fetch_add(1, Ordering::AcqRel);
-        SlotGuard { counter, expires }
+        SlotGuard {
+            counter,
+            expires,
+            holds: false,
+        }
     }
 }
 
@@ -134,7 +144,11 @@ impl Counters {
     ) -> Option<SlotGuard> {
         let counter = self.counter(policy, values);
         let before = counter.fetch_add(1, Ordering::AcqRel);
-        let guard = SlotGuard { counter, expires };
+        let guard = SlotGuard {
+            counter,
+            expires,
+            holds: true,
+        };
         if before < 0 || (before as u64) >= max {
             return None; // the guard gives the unit back
         }
@@ -880,9 +894,11 @@ impl Connections {
 
     /// What admitting needs besides the id: the lease end, and the peer's count taken. A
     /// connection that limit policies hold ends with the last of their leases (SPEC
-    /// §3.4); `expires`, the engine's default lease, is for one that none holds.
+    /// §3.4); `expires`, the engine's default lease, is for one that none holds (dry-run
+    /// policies hold nothing).
     fn prepare(&self, target: Option<PeerRef>, slots: &[SlotGuard], expires: Time) -> (Time, u32) {
-        let expires = slots.iter().map(|s| s.expires).max().unwrap_or(expires);
+        let held = slots.iter().filter(|s| s.holds).map(|s| s.expires);
+        let expires = held.max().unwrap_or(expires);
         let peer = match target {
             Some(peer) => {
                 if let Some(open) = self.peers.get(peer.0 as usize) {

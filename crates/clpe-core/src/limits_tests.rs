@@ -56,6 +56,22 @@ fn connections_release_their_slots_on_close_and_on_expiry() {
     assert_eq!(conns.open(), 0);
 }
 
+/// A dry-run policy's slot counts until its lease, but the connection keeps the lease it
+/// would have without the policy (the default one here): observing changes nothing.
+#[test]
+fn a_dry_run_slot_does_not_shorten_the_connection() {
+    let counters = Counters::default();
+    let conns = Connections::default();
+    let p: Arc<str> = "/dry".into();
+    let slot = SlotGuard::take(counters.counter(&p, &[]), Time(50));
+    conns.admit("c".into(), None, None, vec![slot], Time(1000));
+    conns.expire(Time(50));
+    assert_eq!(counters.current(&p, &[]), 0, "released at its own lease");
+    assert!(conns.contains("c"), "tracked for the default lease");
+    conns.expire(Time(1000));
+    assert!(!conns.contains("c"));
+}
+
 #[test]
 fn a_reused_id_replaces_the_record_and_gives_its_slots_back() {
     let counters = Counters::default();
