@@ -23,15 +23,47 @@ pub struct LoadBalancer;
 /// snapshot like its counter): the peer each key was given. A key keeps its peer while
 /// that peer stays a candidate, whoever joins (SPEC §3.2); no function of the key and
 /// the candidates alone can promise that (rendezvous hashing moves a key to a peer that
-/// joins and ranks higher for it). A key whose peer is no longer among the candidates
+/// joins and ranks higher for it). A key whose peer is no longer a source of the Import
 /// is placed again by rendezvous hashing over the candidates left, and remembered there.
+/// One whose peer is only out of this decision's candidates (narrowed away for this
+/// source, or unreachable) is placed by hashing this once and keeps its peer for next
+/// time.
 #[derive(Default)]
-pub struct Sticky(Padded<ShardLock<FxHashMap<u64, PeerName>>>);
+pub struct Sticky(Padded<ShardLock<Generations>>);
 
-/// Keys a [`Sticky`] remembers; past them, new keys are placed by rendezvous hashing
-/// alone (which moves a key only when a peer that ranks higher for it joins). About
-/// 48 bytes each.
+/// Keys a [`Sticky`] remembers, in two generations of half as many: when the recent one
+/// is full it becomes the older one, and the older one's keys not used since are
+/// forgotten (a forgotten key is placed again by rendezvous hashing, which moves it only
+/// if a peer that ranks higher for it joined meanwhile). About 48 bytes a key.
 const STICKY_KEYS: usize = if cfg!(test) { 64 } else { 1 << 16 };
+
+#[derive(Default)]
+struct Generations {
+    recent: FxHashMap<u64, PeerName>,
+    older: FxHashMap<u64, PeerName>,
+}
+
+impl Generations {
+    fn get(&self, key: u64) -> Option<&PeerName> {
+        self.recent.get(&key).or_else(|| self.older.get(&key))
+    }
+
+    /// Remembers `peer` for `key` in the recent generation.
+    fn put(&mut self, key: u64, peer: PeerName) {
+        if self.recent.len() >= STICKY_KEYS / 2 && !self.recent.contains_key(&key) {
+            let full = STICKY_KEYS / 2;
+            self.older = std::mem::take(&mut self.recent);
+            self.recent.reserve(full);
+        }
+        self.older.remove(&key);
+        self.recent.insert(key, peer);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.recent.len() + self.older.len()
+    }
+}
 
 impl std::fmt::Debug for Sticky {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,24 +77,35 @@ impl Sticky {
         self.0.lock().len()
     }
 
-    /// Puts the remembered peer of `key` first when it is in `ranked`; else remembers
-    /// the first of `ranked` (unless `dry_run`: a dry run changes nothing).
-    fn keep<'s>(&self, key: u64, ranked: &mut List<'s>, dry_run: bool) {
+    /// Puts the remembered peer of `key` first when it is in `ranked`; else, unless it is
+    /// still a source of the Import (`source`), remembers the first of `ranked` (a dry
+    /// run remembers nothing, and leaves the generations as they are).
+    fn keep(
+        &self,
+        key: u64,
+        ranked: &mut List<'_>,
+        dry_run: bool,
+        source: impl Fn(&PeerName) -> bool,
+    ) {
         let mut table = self.0.lock();
-        let kept = (table.get(&key)).and_then(|peer| ranked.iter().position(|c| c.name() == peer));
-        match kept {
-            Some(at) => {
+        if let Some(peer) = table.get(key) {
+            if let Some(at) = ranked.iter().position(|c| c.name() == peer) {
                 let c = ranked.remove(at);
                 ranked.insert(0, c);
-            }
-            None if dry_run => {}
-            None => {
-                if let Some(first) = ranked.first()
-                    && (table.len() < STICKY_KEYS || table.contains_key(&key))
-                {
-                    table.insert(key, first.name().clone());
+                if !dry_run && !table.recent.contains_key(&key) {
+                    let peer = peer.clone();
+                    table.put(key, peer);
                 }
+                return;
             }
+            if source(peer) {
+                return;
+            }
+        }
+        if let Some(first) = ranked.first()
+            && !dry_run
+        {
+            table.put(key, first.name().clone());
         }
     }
 }
@@ -283,7 +326,14 @@ fn prefer<'s>(
             let mut ranked: List<'s> = scored.into_iter().map(|(_, c)| c).collect();
             if pick {
                 let remembered = stable_hash(&[hash_key.unwrap_or(""), key]);
-                choice.sticky.keep(remembered, &mut ranked, cx.dry_run);
+                let source = |peer: &PeerName| match cx.scope {
+                    Scope::Egress { import } => (import.sources.iter())
+                        .any(|s| s.peer.as_ref().is_some_and(|p| p.name == *peer)),
+                    _ => false,
+                };
+                choice
+                    .sticky
+                    .keep(remembered, &mut ranked, cx.dry_run, source);
             }
             ranked
         }
@@ -385,37 +435,105 @@ mod tests {
             .collect();
         let before: Vec<String> = keys.iter().map(|k| target(&engine, k, false)).collect();
         assert_eq!(sticky().len(), super::STICKY_KEYS, "bounded");
-        // Six peers join: the remembered keys all stay; the others are placed by
-        // rendezvous hashing, some of them on the newcomers.
+        // The keys of the last two generations are remembered (those of the last one,
+        // STICKY_KEYS / 2 of them, are asked below: asking the older ones would promote
+        // them, a generation change); the first ones are forgotten.
+        let forgotten = &keys[..super::STICKY_KEYS];
+        let recent = keys.len() - super::STICKY_KEYS / 2;
+        let (remembered, was) = (&keys[recent..], &before[recent..]);
+        // Six peers join: no remembered key moves.
         apply(
             &engine,
             &[import(&["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"])],
         );
-        let after: Vec<String> = keys.iter().map(|k| target(&engine, k, false)).collect();
-        // The first STICKY_KEYS keys were remembered, in order.
-        let (remembered, rest) = before.split_at(super::STICKY_KEYS);
-        assert_eq!(
-            &after[..super::STICKY_KEYS],
-            remembered,
-            "no remembered key moved"
-        );
-        let moved = (rest.iter().zip(&after[super::STICKY_KEYS..])).filter(|(a, b)| a != b);
-        assert!(
-            moved.count() > 0,
-            "unremembered keys follow rendezvous hashing"
-        );
+        let after: Vec<String> = remembered
+            .iter()
+            .map(|k| target(&engine, k, false))
+            .collect();
+        assert_eq!(after, was, "no remembered key moved");
         // p0 goes: its keys move, the others stay.
         apply(
             &engine,
             &[import(&["p1", "p2", "p3", "p4", "p5", "p6", "p7"])],
         );
-        for (key, was) in keys.iter().zip(&after).take(super::STICKY_KEYS) {
+        for (key, was) in remembered.iter().zip(&after) {
             let now = target(&engine, key, false);
             match was.as_str() {
                 "p0" => assert_ne!(now, "p0", "{key}"),
                 _ => assert_eq!(&now, was, "{key}"),
             }
         }
+        // Forgotten keys are placed by rendezvous hashing: some on the newcomers.
+        let newcomers = ["p2", "p3", "p4", "p5", "p6", "p7"];
+        let placed: Vec<String> = forgotten
+            .iter()
+            .map(|k| target(&engine, k, false))
+            .collect();
+        assert!(placed.iter().any(|p| newcomers.contains(&p.as_str())));
         assert_eq!(sticky().len(), super::STICKY_KEYS);
+    }
+
+    /// A key's peer narrowed away for one source, or unreachable for a while, is not
+    /// forgotten: the other sources keep it, and it comes back.
+    #[test]
+    fn consistent_hash_keys_survive_narrowing_and_unreachability() {
+        let engine = Engine::new(EngineConfig {
+            local_peer: PeerName::from("home"),
+            ..EngineConfig::default()
+        });
+        let peer = |name: &str, reachable: bool| json!({"kind": "Peer", "metadata": {"name": name}, "spec": {"reachable": reachable}});
+        let allow = |name: &str, service: &str, to: serde_json::Value| {
+            json!({"kind": "AccessPolicy", "metadata": {"name": name}, "spec": {"action": "allow",
+                "from": [{"workloadSelector": {"matchLabels": {"client.clusterlink.net/service": service}}}],
+                "to": [{"workloadSelector": to}]}})
+        };
+        let by_user = json!({"kind": "LoadBalancingPolicy", "metadata": {"name": "ch"},
+            "spec": {"import": "db", "from": [{"workloadSelector": {}}], "scheme": "consistent-hash",
+                "hashKey": "client.clusterlink.net/labels.user"}});
+        apply(
+            &engine,
+            &[
+                peer("p0", true),
+                peer("p1", true),
+                import(&["p0", "p1"]),
+                by_user,
+            ],
+        );
+        apply(
+            &engine,
+            &[
+                allow("wide", "wide", json!({})),
+                allow(
+                    "narrow",
+                    "narrow",
+                    json!({"matchLabels": {"peer.clusterlink.net/name": "p1"}}),
+                ),
+            ],
+        );
+        let ask = |service: &str, user: &str| {
+            let event: Event = serde_json::from_value(json!({"type": "NewConnection",
+                "direction": "egress", "src_service": service, "dst_service": "db",
+                "src_attributes": {"client.clusterlink.net/labels.user": user}}))
+            .unwrap();
+            let r = engine
+                .decide(&event, Time::ZERO, DecideOptions::default())
+                .unwrap();
+            r.target_peer.unwrap().to_string()
+        };
+        // A user that `wide` is given p0.
+        let user = (0..64)
+            .map(|i| format!("u{i}"))
+            .find(|u| ask("wide", u) == "p0")
+            .unwrap();
+        assert_eq!(ask("narrow", &user), "p1", "narrowed to p1 for this source");
+        assert_eq!(
+            ask("wide", &user),
+            "p0",
+            "the key keeps its peer for the others"
+        );
+        apply(&engine, &[peer("p0", false)]);
+        assert_eq!(ask("wide", &user), "p1", "while p0 is unreachable");
+        apply(&engine, &[peer("p0", true)]);
+        assert_eq!(ask("wide", &user), "p0", "back with p0");
     }
 }
