@@ -223,7 +223,8 @@ impl AclTables {
         // By name, so that of two broken policies the first in document order is named.
         let mut regular: std::collections::BTreeMap<&str, Vec<&Document>> = Default::default();
         let mut any_dry_run = false;
-        for doc in docs.values() {
+        let access = crate::snapshot::list(docs, Kind::AccessPolicy);
+        for doc in access.chain(crate::snapshot::list(docs, Kind::PrivilegedAccessPolicy)) {
             let Spec::Access(spec) = &doc.spec else {
                 continue;
             };

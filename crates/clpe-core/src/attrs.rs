@@ -119,33 +119,52 @@ impl Symbols {
         }
     }
 
-    /// Whether every key and pair a selector mentions is numbered; `note` is told the
-    /// number of each pair that is.
-    pub fn numbers(&self, sel: &Selector, note: &mut impl FnMut(u32)) -> bool {
+    /// Whether every key and pair a selector mentions is numbered; `note_key` and
+    /// `note_pair` are told the number of each that is.
+    pub fn numbers(
+        &self,
+        sel: &Selector,
+        note_key: &mut impl FnMut(u32),
+        note_pair: &mut impl FnMut(u32),
+    ) -> bool {
         let mut all = true;
-        let mut pair = |kid: u32, value: &str| match self.pair(kid, value) {
-            NONE => all = false,
-            pid => note(pid),
-        };
-        for (k, v) in sel.labels.iter() {
-            pair(self.key(k), v);
-        }
-        let mut keys = true;
-        for r in sel.requirements.iter() {
-            let kid = self.key(&r.key);
-            if let Op::In(values) | Op::NotIn(values) = &r.op {
-                for v in values.iter() {
-                    pair(kid, v);
-                }
+        let mut key = |k: &str| match self.key(k) {
+            NONE => {
+                all = false;
+                NONE
             }
-            keys &= kid != NONE;
+            kid => {
+                note_key(kid);
+                kid
+            }
+        };
+        let mut pairs: SmallVec<[(u32, &str); 4]> = SmallVec::new();
+        for (k, v) in sel.labels.iter() {
+            pairs.push((key(k), v.as_str()));
         }
-        all && keys
+        for r in sel.requirements.iter() {
+            let kid = key(&r.key);
+            if let Op::In(values) | Op::NotIn(values) = &r.op {
+                pairs.extend(values.iter().map(|v| (kid, &**v)));
+            }
+        }
+        for (kid, value) in pairs {
+            match self.pair(kid, value) {
+                NONE => all = false,
+                pid => note_pair(pid),
+            }
+        }
+        all
     }
 
     /// How many pairs are numbered.
     pub fn pairs_len(&self) -> usize {
         self.pair_keys.len()
+    }
+
+    /// How many keys are numbered.
+    pub fn keys_len(&self) -> usize {
+        self.keys.len()
     }
 
     pub fn key(&self, key: &str) -> u32 {

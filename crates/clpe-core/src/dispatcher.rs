@@ -168,7 +168,7 @@ impl Engine {
         for d in docs {
             all.insert(d.key.clone(), Arc::new(d));
         }
-        let snapshot = engine.build(all, revision, &[]).map_err(|(e, _)| e)?;
+        let snapshot = engine.build(all, revision, &[], None).map_err(|(e, _)| e)?;
         engine.publish(snapshot);
         Ok(engine)
     }
@@ -235,11 +235,13 @@ impl Engine {
         self.monitor.render(&self.runtime)
     }
 
+    /// `changed`: the keys put or deleted since the snapshot in force, when known.
     fn build(
         &self,
         docs: Docs,
         revision: u64,
         batch: &[DocKey],
+        changed: Option<&[DocKey]>,
     ) -> Result<Snapshot, (ApplyError, ())> {
         let prev = self.snapshot.load();
         let env = BuildEnv {
@@ -248,7 +250,7 @@ impl Engine {
             loader: self.config.loader.as_deref(),
             connections: &self.runtime.connections,
         };
-        build(docs, revision, Some(&prev), &env).map_err(|e| {
+        build(docs, revision, Some(&prev), changed, &env).map_err(|e| {
             let err = match e {
                 BuildError::Conflict(d) => ApplyError::Conflict(d),
                 // A document outside the batch broken by it: the batch conflicts.
@@ -349,9 +351,14 @@ impl Engine {
         let snapshot = if changes.is_empty() {
             None
         } else {
-            let batch_or_delete: Vec<DocKey> = batch.to_vec();
+            let changed: Vec<DocKey> = (changes.iter())
+                .map(|c| match c {
+                    Change::Put(doc) => doc.key.clone(),
+                    Change::Delete(key) => key.clone(),
+                })
+                .collect();
             Some(
-                self.build(next, revision, &batch_or_delete)
+                self.build(next, revision, batch, Some(&changed))
                     .map_err(|(e, _)| e)?,
             )
         };

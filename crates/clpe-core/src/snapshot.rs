@@ -408,23 +408,53 @@ enum Numbering {
 /// where it numbers them all, else continuing its numbering, else afresh when most of
 /// the numbers it carries are of pairs no document mentions any more (so that a table
 /// never grows without bound).
-fn symbols_of(docs: &Docs, earlier: Option<&Arc<Symbols>>) -> (Arc<Symbols>, Numbering) {
-    if let Some(earlier) = earlier {
-        let before = earlier.pairs_len();
-        let mut seen = vec![false; before];
-        let mut live = 0;
-        let mut mark = |pid: u32| {
-            if let Some(s) = seen.get_mut(pid as usize)
-                && !*s
-            {
-                *s = true;
-                live += 1;
+fn symbols_of(
+    docs: &Docs,
+    earlier: Option<(&Arc<Symbols>, &Diff<'_>)>,
+) -> (Arc<Symbols>, Numbering) {
+    if let Some((earlier, diff)) = earlier {
+        // The earlier table numbers what the earlier documents mention: when the batch is
+        // known and its new documents mention nothing else, it is kept as it is (it
+        // does not grow: nothing to count).
+        if diff.changed.is_some() {
+            let mut all = true;
+            for doc in diff.new_docs() {
+                mentions_of(doc, &mut |item| match item {
+                    Mention::Selector(sel) => all &= earlier.numbers(sel, &mut |_| {}, &mut |_| {}),
+                    Mention::Key(key) => all &= earlier.key(&key) != crate::attrs::NONE,
+                });
+            }
+            if all {
+                return (earlier.clone(), Numbering::Same);
+            }
+        }
+        // Else: what of the earlier table is still mentioned, keys and pairs.
+        let live = |len: usize| {
+            let mut seen = vec![false; len];
+            let mut count = 0;
+            move |id: u32| {
+                if let Some(s) = seen.get_mut(id as usize)
+                    && !*s
+                {
+                    *s = true;
+                    count += 1;
+                }
+                count
             }
         };
+        let (mut keys, mut pairs) = (live(earlier.keys_len()), live(earlier.pairs_len()));
+        let (mut live_keys, mut live_pairs) = (0, 0);
         let mut all = true;
         mentions(docs, &mut |item| match item {
-            Mention::Selector(sel) => all &= earlier.numbers(sel, &mut mark),
-            Mention::Key(key) => all &= earlier.key(&key) != crate::attrs::NONE,
+            Mention::Selector(sel) => {
+                all &= earlier.numbers(sel, &mut |k| live_keys = keys(k), &mut |p| {
+                    live_pairs = pairs(p)
+                });
+            }
+            Mention::Key(key) => match earlier.key(&key) {
+                crate::attrs::NONE => all = false,
+                k => live_keys = keys(k),
+            },
         });
         let (symbols, numbering) = match all {
             true => (earlier.clone(), Numbering::Same),
@@ -434,8 +464,12 @@ fn symbols_of(docs: &Docs, earlier: Option<&Arc<Symbols>>) -> (Arc<Symbols>, Num
                 (Arc::new(symbols), Numbering::Extended)
             }
         };
-        let live = live + (symbols.pairs_len() - before);
-        if symbols.pairs_len() <= 2 * live + STALE_PAIRS {
+        // What was added is live too.
+        let live_keys = live_keys + (symbols.keys_len() - earlier.keys_len());
+        let live_pairs = live_pairs + (symbols.pairs_len() - earlier.pairs_len());
+        if symbols.keys_len() <= 2 * live_keys + STALE
+            && symbols.pairs_len() <= 2 * live_pairs + STALE
+        {
             return (symbols, numbering);
         }
     }
@@ -444,9 +478,9 @@ fn symbols_of(docs: &Docs, earlier: Option<&Arc<Symbols>>) -> (Arc<Symbols>, Num
     (Arc::new(symbols), Numbering::Fresh)
 }
 
-/// Pairs no document mentions that a table carried over may hold beyond as many as it
-/// has live ones.
-const STALE_PAIRS: usize = 1024;
+/// Keys, and pairs, no document mentions that a table carried over may hold beyond as
+/// many as it has live ones.
+const STALE: usize = 1024;
 
 fn intern(symbols: &mut Symbols, docs: &Docs) {
     mentions(docs, &mut |item| match item {
@@ -466,67 +500,93 @@ enum Mention<'d> {
 
 fn mentions<'d>(docs: &'d Docs, visit: &mut impl FnMut(Mention<'d>)) {
     for doc in docs.values() {
-        let (from, to): (&[Workload], &[Workload]) = match &doc.spec {
-            Spec::Access(s) => (&s.from, &s.to),
-            Spec::ConnectionLimit(s) => (&s.from, &s.to),
-            Spec::RateLimit(s) => (&s.from, &s.to),
-            Spec::LoadBalancing(s) => (&s.from, &[]),
-            Spec::WorkloadSet(s) => {
-                for sel in s.selectors.iter() {
-                    visit(Mention::Selector(sel));
-                }
-                continue;
+        mentions_of(doc, visit);
+    }
+}
+
+fn mentions_of<'d>(doc: &'d Document, visit: &mut impl FnMut(Mention<'d>)) {
+    let (from, to): (&[Workload], &[Workload]) = match &doc.spec {
+        Spec::Access(s) => (&s.from, &s.to),
+        Spec::ConnectionLimit(s) => (&s.from, &s.to),
+        Spec::RateLimit(s) => (&s.from, &s.to),
+        Spec::LoadBalancing(s) => (&s.from, &[]),
+        Spec::WorkloadSet(s) => {
+            for sel in s.selectors.iter() {
+                visit(Mention::Selector(sel));
             }
-            Spec::Peer(_) | Spec::Export | Spec::Import(_) => {
-                let prefix = match doc.spec {
-                    Spec::Peer(_) => keys::PEER_LABELS,
-                    _ => keys::EXPORT_LABELS,
-                };
-                for k in doc.labels.keys() {
-                    visit(Mention::Key(format!("{prefix}{k}")));
-                }
-                continue;
+            return;
+        }
+        Spec::Peer(_) | Spec::Export | Spec::Import(_) => {
+            let prefix = match doc.spec {
+                Spec::Peer(_) => keys::PEER_LABELS,
+                _ => keys::EXPORT_LABELS,
+            };
+            for k in doc.labels.keys() {
+                visit(Mention::Key(format!("{prefix}{k}")));
             }
-            _ => continue,
-        };
-        for item in from.iter().chain(to) {
-            if let Workload::Selector(s) = item {
-                visit(Mention::Selector(s));
-            }
+            return;
+        }
+        _ => return,
+    };
+    for item in from.iter().chain(to) {
+        if let Workload::Selector(s) = item {
+            visit(Mention::Selector(s));
         }
     }
 }
 
-/// The documents of one kind in one namespace (`""` for cluster-wide kinds), in name
-/// order.
-fn in_namespace<'d>(
-    docs: &'d Docs,
-    kind: Kind,
-    namespace: &'d str,
-) -> impl Iterator<Item = &'d Arc<Document>> + 'd {
-    let from = DocKey {
-        kind,
-        namespace: SmolStr::new(namespace),
-        name: SmolStr::default(),
-    };
-    docs.range(from..)
-        .take_while(move |(k, _)| k.kind == kind && k.namespace == namespace)
-        .map(|(_, d)| d)
+/// What differs between the earlier snapshot's documents and a new set, from the keys a
+/// batch put or deleted (a check then costs nothing). Without them (a build from stored
+/// documents), everything differs: nothing is kept.
+struct Diff<'a> {
+    docs: &'a Docs,
+    changed: Option<Changed<'a>>,
 }
 
-/// Whether two document sets hold the very same documents (not equal ones: the same
-/// allocations, as an apply keeps a document it does not change) of `kind` in
-/// `namespace`, or in every namespace for `None`.
-fn same_docs(a: &Docs, b: &Docs, kind: Kind, namespace: Option<&str>) -> bool {
-    fn same<'d>(
-        a: impl Iterator<Item = &'d Arc<Document>>,
-        b: impl Iterator<Item = &'d Arc<Document>>,
-    ) -> bool {
-        a.map(Arc::as_ptr).eq(b.map(Arc::as_ptr))
+/// The keys a batch put or deleted, and their kinds and (kind, namespace)s.
+struct Changed<'a> {
+    keys: rustc_hash::FxHashSet<&'a DocKey>,
+    kinds: rustc_hash::FxHashSet<Kind>,
+    spaces: rustc_hash::FxHashSet<(Kind, &'a str)>,
+}
+
+impl<'a> Diff<'a> {
+    fn new(docs: &'a Docs, changed: Option<&'a [DocKey]>) -> Diff<'a> {
+        let changed = changed.map(|keys| Changed {
+            keys: keys.iter().collect(),
+            kinds: keys.iter().map(|k| k.kind).collect(),
+            spaces: keys
+                .iter()
+                .map(|k| (k.kind, k.namespace.as_str()))
+                .collect(),
+        });
+        Diff { docs, changed }
     }
-    match namespace {
-        Some(n) => same(in_namespace(a, kind, n), in_namespace(b, kind, n)),
-        None => same(list(a, kind), list(b, kind)),
+
+    /// Whether `kind`'s documents in `namespace` (in every one, for `None`) are the very
+    /// same documents.
+    fn same(&self, kind: Kind, namespace: Option<&str>) -> bool {
+        match (&self.changed, namespace) {
+            (Some(c), None) => !c.kinds.contains(&kind),
+            (Some(c), Some(n)) => !c.spaces.contains(&(kind, n)),
+            (None, _) => false,
+        }
+    }
+
+    /// Whether the document of `key` (or its absence) is the same.
+    fn same_doc(&self, key: &DocKey) -> bool {
+        self.changed.as_ref().is_some_and(|c| !c.keys.contains(key))
+    }
+
+    /// The documents that are new: those the batch put, or all of them when not known.
+    fn new_docs(&self) -> Box<dyn Iterator<Item = &'a Arc<Document>> + '_> {
+        match &self.changed {
+            Some(c) => {
+                let docs = self.docs;
+                Box::new(c.keys.iter().filter_map(move |k| docs.get(*k)))
+            }
+            None => Box::new(self.docs.values()),
+        }
     }
 }
 
@@ -557,32 +617,36 @@ fn selectors(
     Ok(out.into())
 }
 
+/// Builds the snapshot of `docs`, keeping what it can of `prev`'s. `changed`: the keys
+/// put or deleted since `prev`, when the caller knows them (else the two document sets
+/// are compared where it matters).
 pub fn build(
     docs: Docs,
     revision: u64,
     prev: Option<&Snapshot>,
+    changed: Option<&[DocKey]>,
     env: &BuildEnv<'_>,
 ) -> Result<Snapshot, BuildError> {
     let invalid = BuildError::Invalid;
     let mut sets: FxHashMap<&str, &[Arc<Selector>]> = FxHashMap::default();
-    for doc in docs.values() {
+    for doc in list(&docs, Kind::WorkloadSet) {
         if let Spec::WorkloadSet(s) = &doc.spec {
             sets.insert(&doc.key.name, &s.selectors);
         }
     }
 
-    let (symbols, numbering) = symbols_of(&docs, prev.map(|p| &p.symbols));
+    let diff = prev.map(|_| Diff::new(&docs, changed));
+    let (symbols, numbering) =
+        symbols_of(&docs, prev.zip(diff.as_ref()).map(|(p, d)| (&p.symbols, d)));
     // Whether the local peer is the same document (or absent from both): every export's
     // attributes carry its name and labels.
     let local_key = DocKey::new(Kind::Peer, None, env.local_peer.as_str());
-    let same_local = |p: &Snapshot| {
-        p.docs.get(&local_key).map(Arc::as_ptr) == docs.get(&local_key).map(Arc::as_ptr)
-    };
+    let same_local = diff.as_ref().is_some_and(|d| d.same_doc(&local_key));
 
     // Inventory.
     let mut peers: FxHashMap<PeerName, Arc<PeerEntry>> = FxHashMap::default();
     {
-        for doc in docs.values() {
+        for doc in list(&docs, Kind::Peer) {
             if let Spec::Peer(p) = &doc.spec {
                 let name = PeerName::from(&*doc.key.name);
                 let open = env.connections.peer(&name);
@@ -607,10 +671,10 @@ pub fn build(
 
     // The exports: the earlier snapshot's table while what it was built from is the same
     // (decisions after the swap then find it where the ones before left it, in cache).
-    let kept_exports = prev.filter(|p| {
+    let kept_exports = prev.filter(|_| {
         numbering == Numbering::Same
-            && same_local(p)
-            && same_docs(&p.docs, &docs, Kind::Export, None)
+            && same_local
+            && diff.as_ref().is_some_and(|d| d.same(Kind::Export, None))
     });
     let exports = match kept_exports {
         Some(p) => p.exports.clone(),
@@ -645,7 +709,7 @@ pub fn build(
 
     let mut imports: FxHashMap<SmolStr, FxHashMap<SmolStr, Arc<ImportEntry>>> =
         FxHashMap::default();
-    for doc in docs.values() {
+    for doc in list(&docs, Kind::Import) {
         let Spec::Import(spec) = &doc.spec else {
             continue;
         };
@@ -745,20 +809,20 @@ pub fn build(
     // The access tables keep the earlier snapshot's index of a tier or namespace whose
     // policies and exports are the very documents it was built from, read the same way:
     // the same numbering, WorkloadSets and local peer.
-    let earlier = prev.filter(|p| {
+    let earlier = prev.filter(|_| {
         numbering != Numbering::Fresh
-            && same_docs(&p.docs, &docs, Kind::WorkloadSet, None)
-            && same_local(p)
+            && same_local
+            && diff
+                .as_ref()
+                .is_some_and(|d| d.same(Kind::WorkloadSet, None))
     });
     let unchanged = |namespace: Option<&str>| {
-        earlier.is_some_and(|p| {
-            let policies = match namespace {
-                None => Kind::PrivilegedAccessPolicy,
-                Some(_) => Kind::AccessPolicy,
-            };
-            same_docs(&p.docs, &docs, policies, namespace)
-                && same_docs(&p.docs, &docs, Kind::Export, namespace)
-        })
+        let policies = match namespace {
+            None => Kind::PrivilegedAccessPolicy,
+            Some(_) => Kind::AccessPolicy,
+        };
+        diff.as_ref()
+            .is_some_and(|d| d.same(policies, namespace) && d.same(Kind::Export, namespace))
     };
     let earlier = earlier.map(|p| crate::acl::Earlier {
         tables: &p.acl,
@@ -771,7 +835,7 @@ pub fn build(
     let mut conn_rules = Vec::new();
     let mut rate_limits = Vec::new();
     let mut rate_rules = Vec::new();
-    for doc in docs.values() {
+    for doc in list(&docs, Kind::ConnectionLimitPolicy).chain(list(&docs, Kind::RateLimitPolicy)) {
         match &doc.spec {
             Spec::ConnectionLimit(spec) => {
                 conn_rules.push(Rule {
@@ -801,7 +865,7 @@ pub fn build(
 
     // Agents and chains.
     let mut wasm: FxHashMap<SmolStr, LoadedAgent> = FxHashMap::default();
-    for doc in docs.values() {
+    for doc in list(&docs, Kind::WasmAgent) {
         let Spec::WasmAgent(spec) = &doc.spec else {
             continue;
         };
@@ -835,7 +899,7 @@ pub fn build(
         wasm.insert(doc.key.name.clone(), (doc.raw.clone(), agent));
     }
     let mut chains: [Vec<Link>; 4] = Default::default();
-    for doc in docs.values() {
+    for doc in list(&docs, Kind::Subscription) {
         let Spec::Subscription(sub) = &doc.spec else {
             continue;
         };
@@ -986,14 +1050,14 @@ mod tests {
     }
 
     /// Applying and deleting policies that name ever new values keeps the numbering
-    /// table within twice the pairs the documents mention, plus [`STALE_PAIRS`].
+    /// table within twice the pairs the documents mention, plus [`STALE`].
     #[test]
     fn the_numbering_does_not_grow_without_bound() {
         let engine = crate::Engine::new(crate::EngineConfig::default());
         engine.apply(docs(&[policy("a", "keep", "kept")])).unwrap();
         let key = DocKey::new(Kind::AccessPolicy, Some("b"), "p");
         let mut largest = 0;
-        for i in 0..3 * STALE_PAIRS {
+        for i in 0..3 * STALE {
             engine
                 .apply(docs(&[policy("b", "p", &format!("v{i}"))]))
                 .unwrap();
@@ -1001,11 +1065,33 @@ mod tests {
             largest = largest.max(engine.snapshot().symbols.pairs_len());
         }
         // Live: `kept` and `e` (twice over: both policies name it).
-        assert!(largest <= 2 * 3 + STALE_PAIRS, "{largest} pairs");
-        assert!(
-            largest > STALE_PAIRS / 2,
-            "the numbering was extended: {largest}"
-        );
+        assert!(largest <= 2 * 3 + STALE, "{largest} pairs");
+        assert!(largest > STALE / 2, "the numbering was extended: {largest}");
+    }
+
+    /// The same for keys: selectors that name ever new keys with `Exists`, and peers
+    /// with ever new label keys (keys without pairs).
+    #[test]
+    fn the_numbering_of_keys_does_not_grow_without_bound() {
+        let engine = crate::Engine::new(crate::EngineConfig::default());
+        let exists = |key: &str| {
+            serde_json::json!({"kind": "AccessPolicy", "metadata": {"name": "p", "namespace": "b"},
+                "spec": {"action": "allow",
+                    "from": [{"workloadSelector": {"matchExpressions": [{"key": key, "operator": "Exists"}]}}],
+                    "to": [{"workloadSelector": {}}]}})
+        };
+        let peer = |key: &str| serde_json::json!({"kind": "Peer", "metadata": {"name": "q", "labels": {key: "v"}}});
+        let baseline = engine.snapshot().symbols.keys_len();
+        let mut largest = 0;
+        for i in 0..3 * STALE {
+            engine
+                .apply(docs(&[exists(&format!("k{i}")), peer(&format!("l{i}"))]))
+                .unwrap();
+            largest = largest.max(engine.snapshot().symbols.keys_len());
+        }
+        // Live: the well-known keys, one selector key and one label key.
+        assert!(largest <= 2 * (baseline + 2) + STALE, "{largest} keys");
+        assert!(largest > STALE / 2, "the numbering was extended: {largest}");
     }
 
     /// An export's entry, its number included, fits one aligned pair of cache lines.
