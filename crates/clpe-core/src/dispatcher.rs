@@ -860,6 +860,37 @@ struct Cached {
     snapshot: Arc<Snapshot>,
 }
 
+/// The last reference to a snapshot is let go of here, by a deciding thread (the writer
+/// that replaced it let go of its own at once): freeing it there would free thousands of
+/// allocations, most made on the writer's thread, between two decisions. It goes to
+/// [`reclaim`] instead.
+impl Drop for Cached {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.snapshot) == 1 {
+            cold_path();
+            reclaim(self.snapshot.clone());
+        }
+    }
+}
+
+/// Frees a snapshot on a thread of its own (one per process, made when first needed), or
+/// here if there is none.
+#[cold]
+#[inline(never)]
+fn reclaim(snapshot: Arc<Snapshot>) {
+    type Reclaimer = Option<std::sync::mpsc::Sender<Arc<Snapshot>>>;
+    static RECLAIMER: std::sync::LazyLock<Reclaimer> = std::sync::LazyLock::new(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Snapshot>>();
+        let freeing = move || rx.into_iter().for_each(drop);
+        let thread = std::thread::Builder::new().name("clpe-reclaim".into());
+        thread.spawn(freeing).ok().map(|_| tx)
+    });
+    if let Some(tx) = RECLAIMER.as_ref() {
+        // A send that fails gives the snapshot back, dropped here.
+        let _ = tx.send(snapshot);
+    }
+}
+
 /// Snapshots of engines this thread decides on, most recent first.
 const CACHED: usize = 4;
 
@@ -947,6 +978,38 @@ mod tests {
 
     fn names(links: &[crate::snapshot::Link]) -> Vec<&str> {
         links.iter().map(|l| l.agent_name.as_str()).collect()
+    }
+
+    /// A snapshot a deciding thread let go of last is freed (on the reclaiming thread):
+    /// none is kept for good.
+    #[test]
+    fn replaced_snapshots_are_freed() {
+        let engine = Engine::new(EngineConfig::default());
+        let apply = |yaml: &str| engine.apply(crate::parse_documents(yaml).unwrap()).unwrap();
+        apply("{kind: Peer, metadata: {name: p}}");
+        let event: Event = serde_json::from_value(
+            serde_json::json!({"type": "ServiceListRequest", "src_peer": "p"}),
+        )
+        .unwrap();
+        // This thread caches the snapshot in force.
+        engine
+            .decide(&event, Time::ZERO, DecideOptions::default())
+            .unwrap();
+        let old = Arc::downgrade(&engine.snapshot());
+        apply("{kind: Peer, metadata: {name: q}}");
+        assert!(old.upgrade().is_some(), "this thread still holds it");
+        // The next decision takes the new one; the old one goes.
+        engine
+            .decide(&event, Time::ZERO, DecideOptions::default())
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while old.upgrade().is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            old.upgrade().is_none(),
+            "the replaced snapshot was not freed"
+        );
     }
 
     #[test]
