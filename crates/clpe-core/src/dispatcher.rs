@@ -166,7 +166,7 @@ impl Engine {
         let engine = Engine::empty(config);
         let mut all = Docs::new();
         for d in docs {
-            all.insert(d.key.clone(), Arc::new(d));
+            all.insert(Arc::new(d));
         }
         let snapshot = engine.build(all, revision, &[], None).map_err(|(e, _)| e)?;
         engine.publish(snapshot);
@@ -299,7 +299,7 @@ impl Engine {
             if status != "unchanged" {
                 let doc = Arc::new(doc);
                 changes.push(Change::Put(doc.clone()));
-                next.insert(key, doc);
+                next.insert(doc);
             }
         }
         self.commit(current, next, &keys, changes, results, commit)

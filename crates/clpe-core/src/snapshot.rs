@@ -26,7 +26,83 @@ use crate::names::{AgentName, PeerName, Priority};
 use crate::selector::Selector;
 use crate::text::Text;
 
-pub type Docs = BTreeMap<DocKey, Arc<Document>>;
+/// The documents in force, in key order. Persistent: a batch clones the set in force in
+/// O(1) and changes what it changes, where a `BTreeMap` clone copied every key (10 ms at
+/// 125,000 documents, most of a one-policy batch). Each entry is one pointer, the key
+/// being the document's own.
+#[derive(Clone, Default)]
+pub struct Docs(imbl::OrdSet<ByKey>);
+
+/// A document, ordered and found by its key.
+#[derive(Clone)]
+struct ByKey(Arc<Document>);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ByKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+impl std::borrow::Borrow<DocKey> for ByKey {
+    fn borrow(&self) -> &DocKey {
+        &self.0.key
+    }
+}
+
+impl Docs {
+    pub fn new() -> Docs {
+        Docs::default()
+    }
+
+    pub fn get(&self, key: &DocKey) -> Option<&Arc<Document>> {
+        self.0.get(key).map(|d| &d.0)
+    }
+
+    pub fn contains_key(&self, key: &DocKey) -> bool {
+        self.0.contains(key)
+    }
+
+    /// Puts a document under its own key; the one it replaces, if any.
+    pub fn insert(&mut self, doc: Arc<Document>) -> Option<Arc<Document>> {
+        self.0.insert(ByKey(doc)).map(|d| d.0)
+    }
+
+    pub fn remove(&mut self, key: &DocKey) -> Option<Arc<Document>> {
+        self.0.remove(key).map(|d| d.0)
+    }
+
+    /// Every document, in key order.
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Document>> {
+        self.0.iter().map(|d| &d.0)
+    }
+
+    /// The documents from `from` on, in key order.
+    pub fn from_key(&self, from: DocKey) -> impl Iterator<Item = &Arc<Document>> {
+        self.0.range::<_, DocKey>(from..).map(|d| &d.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// A peer of the inventory, with its attributes precomputed.
 #[derive(Debug)]
@@ -583,7 +659,7 @@ impl<'a> Diff<'a> {
         match &self.changed {
             Some(c) => {
                 let docs = self.docs;
-                Box::new(c.keys.iter().filter_map(move |k| docs.get(*k)))
+                Box::new(c.keys.iter().filter_map(move |k| docs.get(k)))
             }
             None => Box::new(self.docs.values()),
         }
@@ -989,15 +1065,12 @@ pub fn build(
 
 /// Documents whose kind has a `Kind` for listing.
 pub fn list(docs: &Docs, kind: Kind) -> impl Iterator<Item = &Arc<Document>> {
-    docs.range(
-        DocKey {
-            kind,
-            namespace: "".into(),
-            name: "".into(),
-        }..,
-    )
-    .take_while(move |(k, _)| k.kind == kind)
-    .map(|(_, d)| d)
+    let from = DocKey {
+        kind,
+        namespace: "".into(),
+        name: "".into(),
+    };
+    docs.from_key(from).take_while(move |d| d.key.kind == kind)
 }
 
 #[cfg(test)]
@@ -1092,6 +1165,36 @@ mod tests {
         // Live: the well-known keys, one selector key and one label key.
         assert!(largest <= 2 * (baseline + 2) + STALE, "{largest} keys");
         assert!(largest > STALE / 2, "the numbering was extended: {largest}");
+    }
+
+    /// The document set: a document put under a key held replaces it; clones are
+    /// independent; kinds come in order.
+    #[test]
+    fn documents_are_kept_by_key_and_clones_are_apart() {
+        let mut set = Docs::new();
+        let [a, b, c] = [
+            policy("n", "p", "x"),
+            policy("n", "p", "y"),
+            policy("m", "q", "x"),
+        ]
+        .map(|v| Arc::new(docs(&[v]).remove(0)));
+        assert!(set.insert(a.clone()).is_none());
+        let before = set.clone();
+        assert!(
+            set.insert(b.clone())
+                .is_some_and(|old| Arc::ptr_eq(&old, &a))
+        );
+        assert!(set.insert(c.clone()).is_none());
+        assert_eq!(set.len(), 2);
+        assert!(set.get(&b.key).is_some_and(|d| Arc::ptr_eq(d, &b)));
+        assert!(before.get(&a.key).is_some_and(|d| Arc::ptr_eq(d, &a)));
+        assert_eq!(before.len(), 1);
+        let order: Vec<String> = set.values().map(|d| d.key.to_string()).collect();
+        assert_eq!(order, [c.key.to_string(), b.key.to_string()]);
+        assert_eq!(list(&set, Kind::AccessPolicy).count(), 2);
+        assert_eq!(list(&set, Kind::Export).count(), 0);
+        assert!(set.remove(&c.key).is_some());
+        assert!(!set.contains_key(&c.key) && set.contains_key(&b.key));
     }
 
     /// An export's entry, its number included, fits one aligned pair of cache lines.

@@ -305,8 +305,8 @@ mod tests {
             !d.engine()
                 .snapshot()
                 .docs
-                .keys()
-                .any(|k| k.kind == Kind::Peer)
+                .values()
+                .any(|d| d.key.kind == Kind::Peer)
         );
     }
 }

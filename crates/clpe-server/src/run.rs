@@ -121,8 +121,8 @@ async fn apply_demo(daemon: &Arc<Daemon>) -> Result<(), RunError> {
         .engine()
         .snapshot()
         .docs
-        .keys()
-        .all(|k| k.kind == clpe_core::Kind::Subscription);
+        .values()
+        .all(|d| d.key.kind == clpe_core::Kind::Subscription);
     if !only_defaults {
         tracing::info!("the store holds documents: the demo policy set is not applied");
         return Ok(());
