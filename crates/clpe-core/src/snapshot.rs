@@ -1,7 +1,11 @@
 //! The immutable policy snapshot: everything a decision reads, compiled and indexed.
 //!
-//! A snapshot is built off the hot path from the whole document set whenever a batch is
-//! applied, then swapped in whole; decisions never see half a batch.
+//! A snapshot is built off the hot path whenever a batch is applied, then swapped in
+//! whole; decisions never see half a batch. It is built from the whole document set, but
+//! keeps what the batch did not change from the snapshot before it: the document set
+//! itself (persistent), the numbering, the exports, and each namespace's access index
+//! (see `build`). Decisions after the swap then find those where the ones before left
+//! them, in cache.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
