@@ -38,6 +38,11 @@ pub struct Args {
     /// a namespace of its own, applied then deleted), to measure decisions during updates.
     #[arg(long)]
     churn: bool,
+    /// With `--churn`: at most this many batches a second (0: one right after another).
+    /// Builds that apply faster apply more batches flat out; a rate compares them under
+    /// the same load.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "churn")]
+    churn_rate: u32,
     /// While deciding, render the monitor's metrics on another thread, then wait this many
     /// milliseconds, over and over (a Prometheus scrape, much more often), to measure
     /// decisions during scrapes. 0: one render right after another.
@@ -318,11 +323,11 @@ pub fn run(args: Args) -> Result<Exit> {
     let results: Vec<Decided> = std::thread::scope(|s| {
         if args.churn {
             let (engine, done, churned, ready) = (&engine, &done, &churned, &ready);
-            let (started, churn_times) = (&started, &churn_times);
+            let (started, churn_times, rate) = (&started, &churn_times, args.churn_rate);
             s.spawn(move || {
                 ready.wait();
                 started.get_or_init(Instant::now);
-                let times = churn(engine, done, churned);
+                let times = churn(engine, done, churned, rate);
                 if let Ok(mut t) = churn_times.lock() {
                     *t = times;
                 }
@@ -581,13 +586,15 @@ pub(crate) fn scrape_until(
     }
 }
 
-/// Applies, then deletes, one access policy at a time until `done`: updates that every
-/// decision must see whole or not at all, and that must not slow decisions down. Returns
-/// what each batch took, in nanoseconds.
+/// Applies, then deletes, one access policy at a time until `done` (at most `rate`
+/// batches a second, unless 0): updates that every decision must see whole or not at
+/// all, and that must not slow decisions down. Returns what each batch took, in
+/// nanoseconds.
 fn churn(
     engine: &Engine,
     done: &std::sync::atomic::AtomicBool,
     churned: &std::sync::atomic::AtomicU64,
+    rate: u32,
 ) -> Vec<u64> {
     use std::sync::atomic::Ordering;
     let doc = serde_json::json!({
@@ -601,7 +608,18 @@ fn churn(
         "churn",
     );
     let mut times = Vec::new();
+    // Two batches (an apply and a delete) per turn, each turn starting on time.
+    let turn = (rate > 0).then(|| std::time::Duration::from_secs(2) / rate);
+    let start = Instant::now();
+    let mut turns = 0u32;
     while !done.load(Ordering::Relaxed) {
+        if let Some(turn) = turn {
+            let due = start + turn * turns;
+            turns += 1;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         let Ok(d) = clpe_core::document::parse_value(doc.clone(), 1) else {
             break;
         };
