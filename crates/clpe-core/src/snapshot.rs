@@ -1031,9 +1031,21 @@ pub fn build(
                 ),
             )));
         }
+        // One name per agent, as the snapshot before had it: the same origin, so the
+        // monitor's counts by origin (see `monitor::ByOrigin`) do not start new keys for
+        // every agent at every batch.
+        let agent_name = (prev.into_iter())
+            .flat_map(|p| p.chains.iter().flatten())
+            .chain(chains.iter().flatten())
+            .find(|l| *l.agent_name == *sub.agent.as_str())
+            .map(|l| l.agent_name.clone())
+            .unwrap_or_else(|| Text::named(sub.agent.as_str()));
+        let Some(chain) = chains.get_mut(sub.event.index()) else {
+            continue;
+        };
         chain.push(Link {
             subscription: Arc::from(doc.key.name.as_str()),
-            agent_name: Text::named(sub.agent.as_str()),
+            agent_name,
             agent,
             priority: sub.priority,
             failure_mode: sub.failure_mode,
@@ -1169,6 +1181,29 @@ mod tests {
         // Live: the well-known keys, one selector key and one label key.
         assert!(largest <= 2 * (baseline + 2) + STALE, "{largest} keys");
         assert!(largest > STALE / 2, "the numbering was extended: {largest}");
+    }
+
+    /// An agent's name keeps its origin from batch to batch: the monitor counts by it.
+    #[test]
+    fn agent_names_keep_their_origin_across_batches() {
+        let engine = crate::Engine::new(crate::EngineConfig::default());
+        let origins = || -> Vec<Option<u64>> {
+            let snapshot = engine.snapshot();
+            let links = snapshot.chains.iter().flatten();
+            links.map(|l| l.agent_name.origin()).collect()
+        };
+        let before = origins();
+        assert!(before.iter().all(Option::is_some) && !before.is_empty());
+        engine.apply(docs(&[policy("a", "p", "x")])).unwrap();
+        assert_eq!(origins(), before);
+        // One name per agent, whatever the event.
+        let snapshot = engine.snapshot();
+        for a in snapshot.chains.iter().flatten() {
+            for b in snapshot.chains.iter().flatten() {
+                let same = a.agent_name.as_str() == b.agent_name.as_str();
+                assert_eq!(same, a.agent_name.origin() == b.agent_name.origin());
+            }
+        }
     }
 
     /// The document set: a document put under a key held replaces it; clones are
