@@ -218,6 +218,14 @@ impl Exports {
     pub fn iter(&self) -> impl Iterator<Item = &ExportEntry> {
         self.table.iter()
     }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
 }
 
 /// The exports' destination sides, by number, for the access policies' index: exports
@@ -490,13 +498,14 @@ enum Numbering {
 /// never grows without bound).
 fn symbols_of(
     docs: &Docs,
-    earlier: Option<(&Arc<Symbols>, &Diff<'_>)>,
+    earlier: Option<&Arc<Symbols>>,
+    diff: Option<&Diff<'_>>,
 ) -> (Arc<Symbols>, Numbering) {
-    if let Some((earlier, diff)) = earlier {
+    if let Some(earlier) = earlier {
         // The earlier table numbers what the earlier documents mention: when the batch is
         // known and its new documents mention nothing else, it is kept as it is (it
         // does not grow: nothing to count).
-        if diff.changed.is_some() {
+        if let Some(diff) = diff {
             let mut all = true;
             for doc in diff.new_docs() {
                 mentions_of(doc, &mut |item| match item {
@@ -615,58 +624,45 @@ fn mentions_of<'d>(doc: &'d Document, visit: &mut impl FnMut(Mention<'d>)) {
     }
 }
 
-/// What differs between the earlier snapshot's documents and a new set, from the keys a
-/// batch put or deleted (a check then costs nothing). Without them (a build from stored
-/// documents), everything differs: nothing is kept.
+/// What differs between the earlier snapshot's documents and a new set: the keys a
+/// batch put or deleted, and their kinds and (kind, namespace)s (a check then costs
+/// nothing). A build from stored documents has none: it keeps nothing.
 struct Diff<'a> {
     docs: &'a Docs,
-    changed: Option<Changed<'a>>,
-}
-
-/// The keys a batch put or deleted, and their kinds and (kind, namespace)s.
-struct Changed<'a> {
     keys: rustc_hash::FxHashSet<&'a DocKey>,
     kinds: rustc_hash::FxHashSet<Kind>,
     spaces: rustc_hash::FxHashSet<(Kind, &'a str)>,
 }
 
 impl<'a> Diff<'a> {
-    fn new(docs: &'a Docs, changed: Option<&'a [DocKey]>) -> Diff<'a> {
-        let changed = changed.map(|keys| Changed {
-            keys: keys.iter().collect(),
-            kinds: keys.iter().map(|k| k.kind).collect(),
-            spaces: keys
-                .iter()
+    fn new(docs: &'a Docs, changed: &'a [DocKey]) -> Diff<'a> {
+        Diff {
+            docs,
+            keys: changed.iter().collect(),
+            kinds: changed.iter().map(|k| k.kind).collect(),
+            spaces: (changed.iter())
                 .map(|k| (k.kind, k.namespace.as_str()))
                 .collect(),
-        });
-        Diff { docs, changed }
+        }
     }
 
     /// Whether `kind`'s documents in `namespace` (in every one, for `None`) are the very
     /// same documents.
     fn same(&self, kind: Kind, namespace: Option<&str>) -> bool {
-        match (&self.changed, namespace) {
-            (Some(c), None) => !c.kinds.contains(&kind),
-            (Some(c), Some(n)) => !c.spaces.contains(&(kind, n)),
-            (None, _) => false,
+        match namespace {
+            None => !self.kinds.contains(&kind),
+            Some(n) => !self.spaces.contains(&(kind, n)),
         }
     }
 
     /// Whether the document of `key` (or its absence) is the same.
     fn same_doc(&self, key: &DocKey) -> bool {
-        self.changed.as_ref().is_some_and(|c| !c.keys.contains(key))
+        !self.keys.contains(key)
     }
 
-    /// The documents that are new: those the batch put, or all of them when not known.
-    fn new_docs(&self) -> Box<dyn Iterator<Item = &'a Arc<Document>> + '_> {
-        match &self.changed {
-            Some(c) => {
-                let docs = self.docs;
-                Box::new(c.keys.iter().filter_map(move |k| docs.get(k)))
-            }
-            None => Box::new(self.docs.values()),
-        }
+    /// The documents the batch put.
+    fn new_docs(&self) -> impl Iterator<Item = &'a Arc<Document>> + '_ {
+        self.keys.iter().filter_map(|k| self.docs.get(k))
     }
 }
 
@@ -698,8 +694,8 @@ fn selectors(
 }
 
 /// Builds the snapshot of `docs`, keeping what it can of `prev`'s. `changed`: the keys
-/// put or deleted since `prev`, when the caller knows them (else the two document sets
-/// are compared where it matters).
+/// put or deleted since `prev`, when the caller knows them (without them nothing is kept
+/// but the numbering, if it still fits).
 pub fn build(
     docs: Docs,
     revision: u64,
@@ -715,9 +711,8 @@ pub fn build(
         }
     }
 
-    let diff = prev.map(|_| Diff::new(&docs, changed));
-    let (symbols, numbering) =
-        symbols_of(&docs, prev.zip(diff.as_ref()).map(|(p, d)| (&p.symbols, d)));
+    let diff = prev.and(changed).map(|c| Diff::new(&docs, c));
+    let (symbols, numbering) = symbols_of(&docs, prev.map(|p| &p.symbols), diff.as_ref());
     // Whether the local peer is the same document (or absent from both): every export's
     // attributes carry its name and labels.
     let local_key = DocKey::new(Kind::Peer, None, env.local_peer.as_str());
@@ -776,7 +771,7 @@ pub fn build(
             Arc::new(exports)
         }
     };
-    let export_count = exports.iter().count() as u32;
+    let export_count = exports.len() as u32;
     let mut lb_by_import: FxHashMap<(SmolStr, SmolStr), Vec<&Document>> = FxHashMap::default();
     for doc in list(&docs, Kind::LoadBalancingPolicy) {
         if let Spec::LoadBalancing(lb) = &doc.spec {
