@@ -33,6 +33,109 @@ const EXPORT: &str = "export.clusterlink.net/name";
 /// (client service, peer, export).
 type Key = (u32, u32, u32);
 
+/// One access policy of the anchors' shape: what each part must be (`None`: anything).
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub allow: bool,
+    pub service: Option<String>,
+    pub peer: Option<String>,
+    pub export: Option<String>,
+}
+
+/// A workload of the anchors' shape, decoded: the rules every anchor is given (the
+/// floor here; Cedar and Rego in `tools/anchors`).
+#[derive(Debug)]
+pub struct AclWorkload {
+    /// The namespace of every policy (none: no policy, so every decision is a deny).
+    pub namespace: Option<String>,
+    /// The names of the Exports in that namespace.
+    pub exports: Vec<String>,
+    /// By policy name (the last of a name applied wins, as in the engine's batch).
+    pub rules: Vec<Rule>,
+}
+
+impl AclWorkload {
+    /// The rules of these documents, or what the anchors' shape cannot express.
+    pub fn new(docs: &[Document]) -> Result<AclWorkload, String> {
+        let mut namespace: Option<&str> = None;
+        let mut exports = Vec::new();
+        let mut policies = std::collections::BTreeMap::new();
+        for doc in docs {
+            match (&doc.key.kind, &doc.spec) {
+                (Kind::Peer, _) => {}
+                (Kind::Export, _) => exports.push(doc),
+                (Kind::AccessPolicy, Spec::Access(spec)) => {
+                    let ns = doc.key.namespace.as_str();
+                    if namespace.is_some_and(|n| n != ns) {
+                        return Err(
+                            "access policies in more than one namespace are beyond the floor"
+                                .into(),
+                        );
+                    }
+                    namespace = Some(ns);
+                    policies.insert(doc.key.name.as_str(), (doc, spec));
+                }
+                (kind, _) => return Err(format!("{kind:?} documents are beyond the floor")),
+            }
+        }
+        let rules = (policies.into_values())
+            .map(|(doc, spec)| rule(spec).map_err(|e| format!("{}: {e}", doc.key.reference())))
+            .collect::<Result<_, _>>()?;
+        let exports = (exports.into_iter())
+            .filter(|doc| namespace == Some(doc.key.namespace.as_str()))
+            .map(|doc| doc.key.name.to_string())
+            .collect();
+        Ok(AclWorkload {
+            namespace: namespace.map(str::to_owned),
+            exports,
+            rules,
+        })
+    }
+}
+
+/// The names one side's only selector requires: (service, peer, export).
+type Side = [Option<String>; 3];
+
+fn side(side: &[Workload]) -> Result<Side, String> {
+    let [Workload::Selector(sel)] = side else {
+        return Err("a side that is not one selector".into());
+    };
+    if !sel.requirements.is_empty() {
+        return Err("a selector with matchExpressions".into());
+    }
+    let mut out: Side = Default::default();
+    for (key, value) in sel.labels.iter() {
+        let at = [SERVICE, PEER, EXPORT]
+            .iter()
+            .position(|k| *k == key.as_str());
+        let Some(slot) = at.and_then(|at| out.get_mut(at)) else {
+            return Err(format!("a selector on {key}"));
+        };
+        *slot = Some(value.to_string());
+    }
+    Ok(out)
+}
+
+fn rule(spec: &AccessSpec) -> Result<Rule, String> {
+    if spec.dry_run {
+        return Err("a dry-run policy".into());
+    }
+    let [service, peer, from_export] = side(&spec.from)?;
+    let [to_service, to_peer, export] = side(&spec.to)?;
+    if from_export.is_some() {
+        return Err("a source selector on the export".into());
+    }
+    if to_service.is_some() || to_peer.is_some() {
+        return Err("a destination selector on the client or the peer".into());
+    }
+    Ok(Rule {
+        allow: spec.action == Action::Allow,
+        service,
+        peer,
+        export,
+    })
+}
+
 pub struct Floor {
     names: FxHashMap<Box<str>, u32>,
     namespace: Option<Box<str>>,
@@ -44,66 +147,49 @@ pub struct Floor {
     shapes: Vec<(bool, bool, bool)>,
 }
 
-/// An event as the floor takes it: names as given (interned while deciding, as an
-/// engine that receives strings must).
+/// An event as the anchors take it: names as given (the floor interns them while
+/// deciding, as an engine that receives strings must).
 pub struct FloorEvent {
-    namespace: Option<Box<str>>,
+    /// As given (absent: `default`).
+    pub namespace: Option<Box<str>>,
     /// Absent: no selector on it matches, as the engine's attribute is then absent.
-    service: Option<Box<str>>,
-    peer: Option<Box<str>>,
-    export: Box<str>,
+    pub service: Option<Box<str>>,
+    pub peer: Option<Box<str>>,
+    pub export: Box<str>,
+}
+
+impl FloorEvent {
+    /// Reads the event's fields (their lengths), as the engine's check reads its event.
+    fn touch(&self) -> usize {
+        let len = |s: &Option<Box<str>>| s.as_deref().map_or(0, str::len);
+        len(&self.namespace) + len(&self.service) + len(&self.peer) + self.export.len()
+    }
 }
 
 impl Floor {
     /// The floor of these documents, or what it cannot express.
     pub fn new(docs: &[Document]) -> Result<Floor, String> {
+        Ok(Floor::of(&AclWorkload::new(docs)?))
+    }
+
+    /// The floor of a decoded workload.
+    pub fn of(workload: &AclWorkload) -> Floor {
         let mut floor = Floor {
             names: FxHashMap::default(),
-            namespace: None,
+            namespace: workload.namespace.as_deref().map(Box::from),
             exports: FxHashSet::default(),
             allow: FxHashSet::default(),
             deny: FxHashSet::default(),
             shapes: Vec::new(),
         };
-        let mut exports = Vec::new();
-        // By name, the last of a name winning, as in the engine's batch.
-        let mut policies = FxHashMap::default();
-        for doc in docs {
-            match (&doc.key.kind, &doc.spec) {
-                (Kind::Peer, _) => {}
-                (Kind::Export, _) => exports.push(doc),
-                (Kind::AccessPolicy, Spec::Access(spec)) => {
-                    floor.same_namespace(&doc.key.namespace)?;
-                    policies.insert(doc.key.name.as_str(), (doc, spec));
-                }
-                (kind, _) => return Err(format!("{kind:?} documents are beyond the floor")),
-            }
+        for rule in &workload.rules {
+            floor.add(rule);
         }
-        for (doc, spec) in policies.into_values() {
-            floor
-                .add(spec)
-                .map_err(|e| format!("{}: {e}", doc.key.reference()))?;
+        for name in &workload.exports {
+            let id = floor.intern(name);
+            floor.exports.insert(id);
         }
-        for doc in exports {
-            if floor.namespace.as_deref() == Some(doc.key.namespace.as_str()) {
-                let id = floor.intern(&doc.key.name);
-                floor.exports.insert(id);
-            }
-        }
-        Ok(floor)
-    }
-
-    fn same_namespace(&mut self, namespace: &str) -> Result<(), String> {
-        match &self.namespace {
-            Some(n) if **n != *namespace => {
-                Err("access policies in more than one namespace are beyond the floor".into())
-            }
-            Some(_) => Ok(()),
-            None => {
-                self.namespace = Some(namespace.into());
-                Ok(())
-            }
-        }
+        floor
     }
 
     fn intern(&mut self, name: &str) -> u32 {
@@ -111,52 +197,17 @@ impl Floor {
         *self.names.entry(name.into()).or_insert(next)
     }
 
-    /// The names one side's only selector requires, by key.
-    fn side(&mut self, side: &[Workload]) -> Result<[u32; 3], String> {
-        let [Workload::Selector(sel)] = side else {
-            return Err("a side that is not one selector".into());
-        };
-        if !sel.requirements.is_empty() {
-            return Err("a selector with matchExpressions".into());
-        }
-        let mut out = [ANY; 3];
-        for (key, value) in sel.labels.iter() {
-            let at = [SERVICE, PEER, EXPORT]
-                .iter()
-                .position(|k| *k == key.as_str());
-            let Some(at) = at else {
-                return Err(format!("a selector on {key}"));
-            };
-            let id = self.intern(value);
-            if let Some(slot) = out.get_mut(at) {
-                *slot = id;
-            }
-        }
-        Ok(out)
-    }
-
-    fn add(&mut self, spec: &AccessSpec) -> Result<(), String> {
-        if spec.dry_run {
-            return Err("a dry-run policy".into());
-        }
-        let [service, peer, from_export] = self.side(&spec.from)?;
-        let [to_service, to_peer, export] = self.side(&spec.to)?;
-        if from_export != ANY {
-            return Err("a source selector on the export".into());
-        }
-        if to_service != ANY || to_peer != ANY {
-            return Err("a destination selector on the client or the peer".into());
-        }
-        let key = (service, peer, export);
-        let shape = (service != ANY, peer != ANY, export != ANY);
+    fn add(&mut self, rule: &Rule) {
+        let mut id = |name: &Option<String>| name.as_deref().map_or(ANY, |n| self.intern(n));
+        let key = (id(&rule.service), id(&rule.peer), id(&rule.export));
+        let shape = (key.0 != ANY, key.1 != ANY, key.2 != ANY);
         if !self.shapes.contains(&shape) {
             self.shapes.push(shape);
         }
-        match spec.action {
-            Action::Allow => self.allow.insert(key),
-            Action::Deny => self.deny.insert(key),
+        match rule.allow {
+            true => self.allow.insert(key),
+            false => self.deny.insert(key),
         };
-        Ok(())
     }
 
     /// The events as the floor takes them, or what it cannot express.
@@ -203,6 +254,25 @@ impl Floor {
             true => Decision::Allow,
             false => Decision::Deny,
         }
+    }
+
+    /// Decisions timed one by one, as `clpe bench` times the engine's: each event read
+    /// just before (as the engine's is), the clock's own `timer_ns` taken off each time.
+    /// The median of `rounds` passes (at least one), in nanoseconds.
+    pub fn median_each(&self, events: &[FloorEvent], rounds: usize, timer_ns: u64) -> u64 {
+        let mut times = Vec::with_capacity(rounds.max(1) * events.len());
+        for _ in 0..rounds.max(1) {
+            for e in events {
+                std::hint::black_box(e.touch());
+                let t0 = Instant::now();
+                let d = self.decide(std::hint::black_box(e));
+                let ns = (t0.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
+                std::hint::black_box(d);
+                times.push(ns);
+            }
+        }
+        times.sort_unstable();
+        times.get(times.len() / 2).copied().unwrap_or(0)
     }
 
     /// Nanoseconds per decision over `rounds` passes (at least one) over the events.

@@ -145,6 +145,11 @@ fn the_report_has_the_spec_fields_and_the_floor_agrees_with_the_engine() {
     let p50 = r["latency_ns"]["p50"].as_f64().unwrap();
     let ratio = r["floor_ratio"].as_f64().unwrap();
     assert!((ratio - p50 / floor).abs() < 1e-6 * ratio.max(1.0), "{r}");
+    // The floor timed as the engine is: its median, and the engine's over it.
+    let floor_p50 = r["floor_p50_ns"].as_u64().unwrap();
+    let ratio = r["floor_p50_ratio"].as_f64().unwrap();
+    let want = p50 / floor_p50.max(1) as f64;
+    assert!((ratio - want).abs() < 1e-6 * want.max(1.0), "{r}");
 }
 
 /// The workload's 7 events 300 times over (several turns of 256 for each thread), checked
