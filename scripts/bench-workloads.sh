@@ -35,6 +35,6 @@ for _ in $(seq "$runs"); do
     echo "{\"workload\":\"chain-10000\",\"policies\":10000,\"build\":\"$build\",${line#\{}" >> "$out"
   done
 done
-python3 scripts/plot_latency.py "$bench/anchors.tsv" docs/perf/results-*.jsonl docs/perf/latency.svg
+python3 scripts/plot_latency.py "$bench/anchors.tsv" docs/perf/results-*.jsonl docs/perf/anchors-same-run.tsv docs/perf/latency.svg
 python3 scripts/summarize_bench.py "$out"
 echo "wrote $out and docs/perf/latency.svg"

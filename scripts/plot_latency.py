@@ -4,7 +4,12 @@ clpe (median of the runs in each results file, one line per build the runs name)
 to the anchors (Cedar, Rego, floor) and the floor `clpe bench --floor` timed in the same
 runs.
 
-usage: plot_latency.py ANCHORS.tsv RESULTS.jsonl... OUT.svg   (standard library only)"""
+Files after the first ending in .tsv are `clpe-anchors` outputs (tools/anchors): the
+anchors and clpe timed in one run on this machine, drawn dashed ("..., same run"; clpe's
+point is its p50).
+
+usage: plot_latency.py ANCHORS.tsv [RESULTS.jsonl | SAME-RUN.tsv]... OUT.svg
+(standard library only)"""
 import json
 import math
 import statistics
@@ -12,18 +17,30 @@ import sys
 from collections import defaultdict
 
 
-def load(anchors_path, results_paths):
-    series = defaultdict(dict)
-    for line in open(anchors_path):
+def tsv_rows(path):
+    for line in open(path):
         if line.startswith("#") or line.startswith("rules"):
             continue
         parts = line.rstrip("\n").split("\t")
-        if len(parts) < 3:
-            continue
+        if len(parts) >= 3:
+            yield parts
+
+
+def load(anchors_path, results_paths):
+    series = defaultdict(dict)
+    for parts in tsv_rows(anchors_path):
         series[parts[1]][int(parts[0])] = float(parts[2])
+    same_run = defaultdict(list)
+    for path in (p for p in results_paths if p.endswith(".tsv")):
+        for parts in tsv_rows(path):
+            # clpe's point is its p50 (the fourth column), the others' their mean.
+            value = parts[3] if parts[1] == "clpe" else parts[2]
+            same_run[(parts[1], int(parts[0]))].append(float(value))
+    for (engine, n), values in same_run.items():
+        series[f"{engine}, same run"][n] = statistics.mean(values)
     runs = defaultdict(list)
     floors = defaultdict(list)
-    for path in results_paths:
+    for path in (p for p in results_paths if not p.endswith(".tsv")):
         for line in open(path):
             r = json.loads(line)
             if r["workload"].startswith("acl-"):
@@ -34,12 +51,12 @@ def load(anchors_path, results_paths):
     for (build, n), values in runs.items():
         series[f"clpe {build} (p50)"][n] = statistics.median(values)
     for n, values in floors.items():
-        series["floor, same runs"][n] = statistics.median(values)
+        series["floor, in clpe bench"][n] = statistics.median(values)
     return series
 
 
 def svg(series, out):
-    width, height, left, right, top, bottom = 760, 460, 80, 170, 30, 60
+    width, height, left, right, top, bottom = 820, 500, 80, 230, 30, 60
     xs = sorted({n for s in series.values() for n in s})
     ys = [v for s in series.values() for v in s.values()]
     x0, x1 = math.log10(min(xs)), math.log10(max(xs))
@@ -51,7 +68,7 @@ def svg(series, out):
     def py(v):
         return top + (y1 - math.log10(v)) / max(y1 - y0, 1e-9) * (height - top - bottom)
 
-    colors = {"clpe pgo (p50)": "#d62728", "clpe release (p50)": "#ff7f0e", "floor": "#7f7f7f", "floor, same runs": "#bcbd22", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
+    colors = {"clpe pgo (p50)": "#d62728", "clpe release (p50)": "#ff7f0e", "floor": "#7f7f7f", "floor, in clpe bench": "#bcbd22", "cedar": "#1f77b4", "rego": "#2ca02c", "rego-indexed": "#9467bd"}
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
              f'<rect width="{width}" height="{height}" fill="white"/>',
              f'<text x="{left}" y="18" font-size="14">Latency per ACL decision vs number of policies (log-log)</text>']
@@ -66,13 +83,15 @@ def svg(series, out):
         parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" text-anchor="middle">{n:,}</text>')
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 15}" text-anchor="middle">access policies</text>')
     for i, (name, points) in enumerate(sorted(series.items())):
-        color = colors.get(name, "#000")
+        base = name.removesuffix(", same run")
+        color = colors.get(name, colors.get("clpe release (p50)" if base == "clpe" else base, "#000"))
+        dash = ' stroke-dasharray="6,4"' if name.endswith(", same run") else ""
         pts = " ".join(f"{px(n):.1f},{py(v):.1f}" for n, v in sorted(points.items()))
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>')
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2"{dash} points="{pts}"/>')
         for n, v in sorted(points.items()):
             parts.append(f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="3" fill="{color}"/>')
         ly = top + 20 + 20 * i
-        parts.append(f'<line x1="{width - right + 15}" x2="{width - right + 40}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<line x1="{width - right + 15}" x2="{width - right + 40}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/>')
         parts.append(f'<text x="{width - right + 45}" y="{ly + 4}">{name}</text>')
     parts.append("</svg>")
     open(out, "w").write("\n".join(parts) + "\n")
