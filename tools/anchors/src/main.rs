@@ -104,39 +104,61 @@ struct Run {
     timed: usize,
     p50_ns: Option<u64>,
     allows_first: usize,
+}
+
+/// Every decision an engine makes, compared with the expected file's line for its event
+/// (timed or not, in any pass).
+struct Checks<'a> {
+    expected: Option<&'a [bool]>,
     checked: usize,
     mismatches: usize,
 }
 
+impl Checks<'_> {
+    fn see(&mut self, i: usize, allowed: bool) {
+        if let Some(exp) = self.expected {
+            self.checked += 1;
+            self.mismatches += usize::from(exp.get(i) != Some(&allowed));
+        }
+    }
+}
+
 /// Times `decide` (event index → allowed) over the events in order, for about `budget` or
-/// `cap` decisions (whichever comes first), after an untimed warm-up of at most one pass
-/// (and at most a quarter of the budget);
-/// then checks the first `check` events' decisions (deciding, untimed, those the timed
-/// loop did not reach) against `expected`.
+/// `cap` decisions (whichever comes first; the clock is read between chunks that double,
+/// so a slow engine may run up to about twice the budget), after (with `warm`) an untimed
+/// warm-up of at most one pass and at most a quarter of the budget. Then decides, untimed, the first
+/// `check` events (at least 1,000) the timed loop did not reach, to count the allows
+/// among the first 1,000.
 fn measure(
     n: usize,
     budget: Duration,
     cap: usize,
     check: usize,
-    expected: Option<&[bool]>,
+    warm: bool,
+    checks: &mut Checks<'_>,
     mut decide: impl FnMut(usize) -> Result<bool>,
 ) -> Result<Run> {
     let warm_until = Instant::now() + budget / 4;
-    for i in 0..n {
-        std::hint::black_box(decide(i)?);
+    for i in (0..n).take_while(|_| warm) {
+        let allowed = decide(i)?;
+        checks.see(i, allowed);
         if Instant::now() >= warm_until {
             break;
         }
     }
-    // Chunks that double, so the clock is read a few dozen times in all.
-    let mut decided: Vec<bool> = Vec::with_capacity(n.min(1 << 20));
-    let (mut done, mut chunk) = (0usize, 1usize);
+    let mut first_pass: Vec<bool> = Vec::with_capacity(n);
+    let (mut done, mut chunk, mut at) = (0usize, 1usize, 0usize);
     let t0 = Instant::now();
     let elapsed = loop {
-        for i in done..done + chunk {
-            let allowed = decide(i % n)?;
-            if i < n {
-                decided.push(allowed);
+        for _ in 0..chunk {
+            let allowed = decide(at)?;
+            checks.see(at, allowed);
+            if first_pass.len() < n {
+                first_pass.push(allowed);
+            }
+            at += 1;
+            if at == n {
+                at = 0;
             }
         }
         done += chunk;
@@ -146,22 +168,16 @@ fn measure(
         }
         chunk = (chunk * 2).min(1 << 16).min(cap - done);
     };
-    let want = check.min(n);
-    for i in decided.len()..want {
-        decided.push(decide(i)?);
+    for i in first_pass.len()..check.max(1000).min(n) {
+        let allowed = decide(i)?;
+        checks.see(i, allowed);
+        first_pass.push(allowed);
     }
-    let allows_first = decided.iter().take(1000).filter(|a| **a).count();
-    let mismatches = match expected {
-        Some(exp) => (decided.iter().zip(exp)).filter(|(a, b)| a != b).count(),
-        None => 0,
-    };
     Ok(Run {
         mean_ns: elapsed.as_nanos() as f64 / done as f64,
         timed: done,
         p50_ns: None,
-        allows_first,
-        checked: decided.len().min(expected.map_or(0, <[bool]>::len)),
-        mismatches,
+        allows_first: first_pass.iter().take(1000).filter(|a| **a).count(),
     })
 }
 
@@ -180,10 +196,12 @@ fn timer_overhead() -> u64 {
 
 /// The median of `rounds` passes of decisions timed one by one, as `clpe bench` times
 /// clpe's: `touch(i)` reads the event first, untimed; the clock's cost is taken off.
+/// Every decision is checked, after its timing.
 fn median_each(
     n: usize,
     rounds: usize,
     timer_ns: u64,
+    checks: &mut Checks<'_>,
     mut touch: impl FnMut(usize),
     mut decide: impl FnMut(usize) -> Result<bool>,
 ) -> Result<u64> {
@@ -194,7 +212,7 @@ fn median_each(
             let t0 = Instant::now();
             let allowed = decide(i)?;
             let ns = (t0.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
-            std::hint::black_box(allowed);
+            checks.see(i, allowed);
             times.push(ns);
         }
     }
@@ -202,9 +220,10 @@ fn median_each(
     Ok(times.get(times.len() / 2).copied().unwrap_or(0))
 }
 
-/// A name as it may appear in Cedar's and Rego's text unescaped.
+/// A name as it may appear in Cedar's and Rego's text unescaped (and without the `/`
+/// that joins a namespace and a name in an Export's id).
 fn plain(name: &str) -> Result<&str> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || "-._/".contains(c);
+    let ok = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
     match name.chars().all(ok) {
         true => Ok(name),
         false => bail!("the name {name:?} would need escaping in Cedar's text"),
@@ -215,16 +234,23 @@ struct Cedar {
     policies: cedar_policy::PolicySet,
     entities: cedar_policy::Entities,
     authorizer: cedar_policy::Authorizer,
-    action: cedar_policy::EntityUid,
+    /// One per event, made before timing (as Rego's inputs are).
+    requests: Vec<cedar_policy::Request>,
 }
 
+/// `kind::"id"`, `id` made of plain names.
 fn uid(kind: &str, id: &str) -> Result<cedar_policy::EntityUid> {
-    let text = format!("{kind}::\"{}\"", plain(id)?);
+    let text = format!("{kind}::\"{id}\"");
     cedar_policy::EntityUid::from_str(&text).map_err(|e| anyhow::anyhow!("{text}: {e}"))
 }
 
+/// An Export's id: its namespace and its name.
+fn export_uid(ns: &str, name: &str) -> Result<cedar_policy::EntityUid> {
+    uid("Export", &format!("{}/{}", plain(ns)?, plain(name)?))
+}
+
 impl Cedar {
-    fn new(w: &AclWorkload) -> Result<Cedar> {
+    fn new(w: &AclWorkload, events: &[FloorEvent]) -> Result<Cedar> {
         let ns = w.namespace.as_deref().unwrap_or("default");
         let mut text = format!(
             "forbid (principal, action, resource) unless {{ resource in Namespace::\"{}\" }};\n",
@@ -243,7 +269,7 @@ impl Cedar {
                 None => "principal".into(),
             };
             let resource = match export {
-                Some(x) => format!("resource == Export::\"{}/{}\"", plain(ns)?, plain(x)?),
+                Some(x) => format!("resource == {}", export_uid(ns, x)?),
                 None => "resource".into(),
             };
             let when = match service {
@@ -257,39 +283,44 @@ impl Cedar {
         }
         let policies = cedar_policy::PolicySet::from_str(&text)
             .map_err(|e| anyhow::anyhow!("Cedar policies: {e}"))?;
-        let parent = HashSet::from([uid("Namespace", ns)?]);
+        let parent = HashSet::from([uid("Namespace", plain(ns)?)?]);
         let exports = (w.exports.iter())
             .map(|x| {
-                let id = uid("Export", &format!("{ns}/{x}"))?;
-                Ok(cedar_policy::Entity::new_no_attrs(id, parent.clone()))
+                Ok(cedar_policy::Entity::new_no_attrs(
+                    export_uid(ns, x)?,
+                    parent.clone(),
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         let entities = cedar_policy::Entities::from_entities(exports, None)
             .map_err(|e| anyhow::anyhow!("Cedar entities: {e}"))?;
+        let action = uid("Action", "connect")?;
+        let requests = (events.iter())
+            .map(|e| {
+                let ns = e.namespace.as_deref().unwrap_or("default");
+                let principal = uid("Peer", plain(e.peer.as_deref().unwrap_or(""))?)?;
+                let context = (e.service.as_deref()).map(|s| {
+                    let value = cedar_policy::RestrictedExpression::new_string(s.to_owned());
+                    ("service".to_owned(), value)
+                });
+                let context = cedar_policy::Context::from_pairs(context)
+                    .map_err(|err| anyhow::anyhow!("Cedar context: {err}"))?;
+                let resource = export_uid(ns, &e.export)?;
+                cedar_policy::Request::new(principal, action.clone(), resource, context, None)
+                    .map_err(|err| anyhow::anyhow!("Cedar request: {err}"))
+            })
+            .collect::<Result<_>>()?;
         Ok(Cedar {
             policies,
             entities,
             authorizer: cedar_policy::Authorizer::new(),
-            action: uid("Action", "connect")?,
+            requests,
         })
     }
 
-    fn decide(&self, e: &FloorEvent) -> Result<bool> {
-        let ns = e.namespace.as_deref().unwrap_or("default");
-        let principal = uid("Peer", e.peer.as_deref().unwrap_or(""))?;
-        let resource = uid("Export", &format!("{ns}/{}", e.export))?;
-        let context = (e.service.as_deref()).map(|s| {
-            let value = cedar_policy::RestrictedExpression::new_string(s.to_owned());
-            ("service".to_owned(), value)
-        });
-        let context = cedar_policy::Context::from_pairs(context)
-            .map_err(|err| anyhow::anyhow!("Cedar context: {err}"))?;
-        let request =
-            cedar_policy::Request::new(principal, self.action.clone(), resource, context, None)
-                .map_err(|err| anyhow::anyhow!("Cedar request: {err}"))?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &self.entities);
+    fn decide(&self, i: usize) -> Result<bool> {
+        let request = self.requests.get(i).context("no such event")?;
+        let response = (self.authorizer).is_authorized(request, &self.policies, &self.entities);
         Ok(response.decision() == cedar_policy::Decision::Allow)
     }
 }
@@ -490,21 +521,28 @@ fn main() -> Result<()> {
             Event::from_json(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", args.events, i + 1))
         })
         .collect::<Result<Vec<_>>>()?;
-    let expected: Option<Vec<bool>> = match &args.expected {
-        Some(path) => Some(
-            (std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?)
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(|l| l == "allow")
-                .collect(),
-        ),
-        None => None,
-    };
     let n = events.len();
     if n == 0 {
         bail!("{}: no events", args.events);
     }
+    let expected: Option<Vec<bool>> = match &args.expected {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+            let lines = (text.lines().enumerate())
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| match l.trim() {
+                    "allow" => Ok(true),
+                    "deny" => Ok(false),
+                    other => bail!("{path}:{}: {other:?} is neither allow nor deny", i + 1),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if lines.len() != n {
+                bail!("{path}: {} decisions for {n} events", lines.len());
+            }
+            Some(lines)
+        }
+        None => None,
+    };
     let floor = Floor::of(&workload);
     let anchor_events = floor.events(&events).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rules = workload.rules.len();
@@ -527,21 +565,41 @@ fn main() -> Result<()> {
     let mut floors = Vec::new();
     let mut clpes = Vec::new();
     for name in &args.engines {
+        let mut checks = Checks {
+            expected: exp,
+            checked: 0,
+            mismatches: 0,
+        };
         let run = match name.as_str() {
             "floor" => {
-                let mut run = measure(n, args.budget, usize::MAX, args.check, exp, floor_decide)?;
+                // Timed by the loop `clpe bench --floor` times it with, as many passes as
+                // fill the budget; checked on one pass of its own (it keeps no state).
+                let mut allows_first = 0;
+                for i in 0..n {
+                    let allowed = floor_decide(i)?;
+                    checks.see(i, allowed);
+                    allows_first += usize::from(allowed && i < 1000);
+                }
+                let pass_ns = floor.time(&anchor_events, 1) * n as f64;
+                let rounds = ((args.budget.as_nanos() as f64 / pass_ns.max(1.0)) as usize).max(1);
+                let mean_ns = floor.time(&anchor_events, rounds);
                 let touch = |i| {
-                    std::hint::black_box(anchor_events.get(i).map(|e: &FloorEvent| e.export.len()));
+                    std::hint::black_box(anchor_events.get(i).map(FloorEvent::touch));
                 };
-                run.p50_ns = Some(median_each(n, 5, timer_ns, touch, floor_decide)?);
-                floors.push((run.mean_ns, run.p50_ns));
-                run
+                let p50 = median_each(n, 5, timer_ns, &mut checks, touch, floor_decide)?;
+                floors.push((mean_ns, p50));
+                Run {
+                    mean_ns,
+                    timed: rounds * n,
+                    p50_ns: Some(p50),
+                    allows_first,
+                }
             }
             "clpe" => {
                 // A fresh engine each time, decided as `clpe bench --repeat 10` decides:
-                // one untimed pass, then ten timed one by one (the p50), then at most
-                // ten more timed as one loop. Connections stay open for their lease
-                // (an hour), so an engine that decided longer would hold more of them.
+                // one untimed pass, then ten timed one by one (the p50); then at most
+                // ten more timed as one loop (the mean). Connections stay open for their
+                // lease (an hour), so an engine that decided longer would hold more.
                 let engine = Engine::new(EngineConfig {
                     ticker: Some(Arc::new({
                         let origin = Instant::now();
@@ -561,24 +619,27 @@ fn main() -> Result<()> {
                     Ok(r.decision == Decision::Allow)
                 };
                 for i in 0..n {
-                    clpe(i)?;
+                    let allowed = clpe(i)?;
+                    checks.see(i, allowed);
                 }
                 let touch = |i| {
                     std::hint::black_box(events.get(i).map(Event::check));
                 };
-                let p50 = median_each(n, 10, timer_ns, touch, &mut clpe)?;
-                let mut run = measure(n, args.budget, 10 * n, args.check, exp, &mut clpe)?;
+                let p50 = median_each(n, 10, timer_ns, &mut checks, touch, &mut clpe)?;
+                let (budget, cap, check) = (args.budget, 10 * n, args.check);
+                let mut run = measure(n, budget, cap, check, false, &mut checks, &mut clpe)?;
                 run.p50_ns = Some(p50);
-                clpes.push((run.mean_ns, run.p50_ns));
+                clpes.push((run.mean_ns, p50));
                 run
             }
             "cedar" => {
                 let c = match &cedar {
                     Some(c) => c,
-                    None => cedar.insert(Cedar::new(&workload)?),
+                    None => cedar.insert(Cedar::new(&workload, &anchor_events)?),
                 };
-                measure(n, args.budget, usize::MAX, args.check, exp, |i| {
-                    c.decide(anchor_events.get(i).context("no such event")?)
+                let (budget, check) = (args.budget, args.check);
+                measure(n, budget, usize::MAX, check, true, &mut checks, |i| {
+                    c.decide(i)
                 })?
             }
             "rego" => {
@@ -586,14 +647,20 @@ fn main() -> Result<()> {
                     Some(r) => r,
                     None => rego.insert(Rego::new(&workload, &anchor_events, false)?),
                 };
-                measure(n, args.budget, usize::MAX, args.check, exp, |i| r.decide(i))?
+                let (budget, check) = (args.budget, args.check);
+                measure(n, budget, usize::MAX, check, true, &mut checks, |i| {
+                    r.decide(i)
+                })?
             }
             "rego-indexed" => {
                 let r = match &mut rego_indexed {
                     Some(r) => r,
                     None => rego_indexed.insert(Rego::new(&workload, &anchor_events, true)?),
                 };
-                measure(n, args.budget, usize::MAX, args.check, exp, |i| r.decide(i))?
+                let (budget, check) = (args.budget, args.check);
+                measure(n, budget, usize::MAX, check, true, &mut checks, |i| {
+                    r.decide(i)
+                })?
             }
             other => bail!("unknown engine {other}"),
         };
@@ -603,43 +670,38 @@ fn main() -> Result<()> {
             run.p50_ns.map_or("-".into(), |p| p.to_string()),
             run.timed,
             run.allows_first,
-            run.checked,
-            run.mismatches
+            checks.checked,
+            checks.mismatches
         );
-        if run.mismatches > 0 {
+        if checks.mismatches > 0 {
             bail!(
-                "{name} decided {} of {} events otherwise than expected",
-                run.mismatches,
-                run.checked
+                "{name} decided {} of {} decisions otherwise than expected",
+                checks.mismatches,
+                checks.checked
             );
         }
     }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let floor_mean = mean(&floors.iter().map(|f| f.0).collect::<Vec<_>>());
-    let floor_p50 = mean(
-        &floors
-            .iter()
-            .filter_map(|f| f.1)
-            .map(|p| p as f64)
-            .collect::<Vec<_>>(),
-    );
-    let clpe_p50 = mean(
-        &clpes
-            .iter()
-            .filter_map(|c| c.1)
-            .map(|p| p as f64)
-            .collect::<Vec<_>>(),
-    );
-    let clpe_mean = mean(&clpes.iter().map(|c| c.0).collect::<Vec<_>>());
+    let mean = |v: &mut dyn Iterator<Item = f64>| {
+        let (sum, count) = v.fold((0.0, 0usize), |(s, c), x| (s + x, c + 1));
+        sum / count.max(1) as f64
+    };
     if !floors.is_empty() && !clpes.is_empty() {
+        let floor_mean = mean(&mut floors.iter().map(|f| f.0));
+        let floor_p50 = mean(&mut floors.iter().map(|f| f.1 as f64));
+        let clpe_mean = mean(&mut clpes.iter().map(|c| c.0));
+        let clpe_p50 = mean(&mut clpes.iter().map(|c| c.1 as f64));
+        let ratio = |a: f64, b: f64| a / b.max(1e-9);
         println!(
-            "# clpe p50 {clpe_p50:.0} ns = {:.2}x the floor's mean ({floor_mean:.1} ns), {:.2}x its p50 ({floor_p50:.0} ns)",
-            clpe_p50 / floor_mean.max(1e-9),
-            clpe_p50 / floor_p50.max(1e-9),
+            "# medians: clpe {clpe_p50:.0} ns over the floor's {floor_p50:.0} ns = {:.2}x",
+            ratio(clpe_p50, floor_p50)
         );
         println!(
-            "# clpe mean {clpe_mean:.0} ns = {:.2}x the floor's mean",
-            clpe_mean / floor_mean.max(1e-9)
+            "# means: clpe {clpe_mean:.0} ns over the floor's {floor_mean:.1} ns = {:.2}x",
+            ratio(clpe_mean, floor_mean)
+        );
+        println!(
+            "# clpe's median over the floor's mean (clpe bench's floor_ratio): {:.2}x",
+            ratio(clpe_p50, floor_mean)
         );
     }
     Ok(())
