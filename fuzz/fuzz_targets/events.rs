@@ -23,9 +23,16 @@ metadata: {name: s, namespace: default}
 kind: Import
 metadata: {name: s, namespace: default}
 spec:
-  lbScheme: consistent-hash
-  hashKey: client.clusterlink.net/service
+  lbScheme: least-connections
   sources: [{peer: a, exportName: s, exportNamespace: default}, {peer: b, exportName: s, exportNamespace: default}]
+---
+kind: LoadBalancingPolicy
+metadata: {name: sticky, namespace: default}
+spec:
+  import: s
+  from: [{workloadSelector: {matchLabels: {client.clusterlink.net/service: c}}}]
+  scheme: consistent-hash
+  hashKey: client.clusterlink.net/service
 ---
 kind: AccessPolicy
 metadata: {name: allow-all, namespace: default}
