@@ -148,19 +148,6 @@ fn ticker() -> clpe_core::dispatcher::Ticker {
     Arc::new(move || origin.elapsed().as_nanos() as u64)
 }
 
-/// The median time of an empty timed region: the clock's own share of every timing.
-fn timer_overhead() -> u64 {
-    let mut empty: Vec<u64> = (0..100_000)
-        .map(|_| {
-            let t0 = Instant::now();
-            std::hint::black_box(());
-            t0.elapsed().as_nanos() as u64
-        })
-        .collect();
-    empty.sort_unstable();
-    empty.get(empty.len() / 2).copied().unwrap_or(0)
-}
-
 fn fnv(hash: &mut u64, bytes: &[u8]) {
     for b in bytes {
         *hash ^= u64::from(*b);
@@ -300,7 +287,7 @@ pub fn run(args: Args) -> Result<Exit> {
     if u32::try_from(events.len().saturating_mul(repeat)).is_err() {
         bail!("--repeat: more than {} decisions in one run", u32::MAX);
     }
-    let timer_ns = timer_overhead();
+    let timer_ns = crate::floor::timer_overhead();
     // The warm-up's decisions take the first times; the timed ones follow them.
     let warm = events.len().saturating_mul(args.warmup);
     if u32::try_from(warm).is_err() {

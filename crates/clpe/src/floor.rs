@@ -158,6 +158,20 @@ pub struct FloorEvent {
     pub export: Box<str>,
 }
 
+/// The median time of an empty timed region: the clock's own share of every timing, taken
+/// off each decision `clpe bench` times one by one (the engine's and the floor's).
+pub fn timer_overhead() -> u64 {
+    let mut empty: Vec<u64> = (0..100_000)
+        .map(|_| {
+            let t0 = Instant::now();
+            std::hint::black_box(());
+            t0.elapsed().as_nanos() as u64
+        })
+        .collect();
+    empty.sort_unstable();
+    empty.get(empty.len() / 2).copied().unwrap_or(0)
+}
+
 impl FloorEvent {
     /// Reads the event's names (each name's bytes, which lie apart from the event), as the
     /// engine's check reads its event (whose short names lie within it).

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clpe_core::{DecideOptions, Decision, Engine, EngineConfig, Event, Time};
-use floor::{AclWorkload, Floor, FloorEvent, Rule};
+use floor::{AclWorkload, Floor, FloorEvent, Rule, timer_overhead};
 
 #[global_allocator]
 static GLOBAL: clpe_alloc::MiMalloc = clpe_alloc::MiMalloc;
@@ -179,19 +179,6 @@ fn measure(
         p50_ns: None,
         allows_first: first_pass.iter().take(1000).filter(|a| **a).count(),
     })
-}
-
-/// The median time of an empty timed region: the clock's own share of every timing.
-fn timer_overhead() -> u64 {
-    let mut empty: Vec<u64> = (0..100_000)
-        .map(|_| {
-            let t0 = Instant::now();
-            std::hint::black_box(());
-            t0.elapsed().as_nanos() as u64
-        })
-        .collect();
-    empty.sort_unstable();
-    empty.get(empty.len() / 2).copied().unwrap_or(0)
 }
 
 /// The median of `rounds` passes of decisions timed one by one, as `clpe bench` times
@@ -554,8 +541,8 @@ fn main() -> Result<()> {
         Ok(floor.decide(std::hint::black_box(e)) == Decision::Allow)
     };
     let mut cedar = None;
-    let mut rego = None;
-    let mut rego_indexed = None;
+    // The scanning program and the indexed one, each made when first run.
+    let mut regos: [Option<Rego>; 2] = [None, None];
 
     println!("# clpe-anchors, {}", args.policies);
     println!("# the clock's own cost: {timer_ns} ns (taken off p50_ns)");
@@ -642,20 +629,16 @@ fn main() -> Result<()> {
                     c.decide(i)
                 })?
             }
-            "rego" => {
-                let r = match &mut rego {
-                    Some(r) => r,
-                    None => rego.insert(Rego::new(&workload, &anchor_events, false)?),
-                };
-                let (budget, check) = (args.budget, args.check);
-                measure(n, budget, usize::MAX, check, true, &mut checks, |i| {
-                    r.decide(i)
-                })?
-            }
-            "rego-indexed" => {
-                let r = match &mut rego_indexed {
-                    Some(r) => r,
-                    None => rego_indexed.insert(Rego::new(&workload, &anchor_events, true)?),
+            "rego" | "rego-indexed" => {
+                let indexed = name == "rego-indexed";
+                let slot = regos
+                    .get_mut(usize::from(indexed))
+                    .context("two Rego programs")?;
+                if slot.is_none() {
+                    *slot = Some(Rego::new(&workload, &anchor_events, indexed)?);
+                }
+                let Some(r) = slot.as_mut() else {
+                    bail!("{name} was just made");
                 };
                 let (budget, check) = (args.budget, args.check);
                 measure(n, budget, usize::MAX, check, true, &mut checks, |i| {
