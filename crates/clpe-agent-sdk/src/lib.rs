@@ -3,7 +3,7 @@
 //! An agent is a type that implements [`Agent`], exported with [`export_agent!`] from a
 //! `cdylib` crate built for `wasm32-unknown-unknown`:
 //!
-//! ```ignore
+//! ```no_run
 //! use clpe_agent_sdk::{Agent, Input, Reply, export_agent};
 //!
 //! struct DenyAll;
