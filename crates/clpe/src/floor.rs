@@ -172,6 +172,32 @@ pub fn timer_overhead() -> u64 {
     empty.get(empty.len() / 2).copied().unwrap_or(0)
 }
 
+/// The median of `rounds` passes over decisions `0..n` timed one by one: `touch(i)` reads
+/// event `i` first, untimed; `decide(i)` is timed, the clock's own `timer_ns` taken off;
+/// its answer then goes to `seen`, untimed. The first error ends the passes.
+pub fn median_timed<T, E>(
+    n: usize,
+    rounds: usize,
+    timer_ns: u64,
+    mut touch: impl FnMut(usize),
+    mut decide: impl FnMut(usize) -> Result<T, E>,
+    mut seen: impl FnMut(usize, T),
+) -> Result<u64, E> {
+    let mut times = Vec::with_capacity(n * rounds);
+    for _ in 0..rounds {
+        for i in 0..n {
+            touch(i);
+            let t0 = Instant::now();
+            let answer = decide(i)?;
+            let ns = (t0.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
+            seen(i, std::hint::black_box(answer));
+            times.push(ns);
+        }
+    }
+    times.sort_unstable();
+    Ok(times.get(times.len() / 2).copied().unwrap_or(0))
+}
+
 impl FloorEvent {
     /// Reads the event's names (each name's bytes, which lie apart from the event), as the
     /// engine's check reads its event (whose short names lie within it).
@@ -276,19 +302,24 @@ impl Floor {
     /// just before (as the engine's is), the clock's own `timer_ns` taken off each time.
     /// The median of `rounds` passes (at least one), in nanoseconds.
     pub fn median_each(&self, events: &[FloorEvent], rounds: usize, timer_ns: u64) -> u64 {
-        let mut times = Vec::with_capacity(rounds.max(1) * events.len());
-        for _ in 0..rounds.max(1) {
-            for e in events {
-                std::hint::black_box(e.touch());
-                let t0 = Instant::now();
-                let d = self.decide(std::hint::black_box(e));
-                let ns = (t0.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
-                std::hint::black_box(d);
-                times.push(ns);
-            }
+        let touch = |i| {
+            std::hint::black_box(events.get(i).map(FloorEvent::touch));
+        };
+        let decide = |i| {
+            let e = events.get(i);
+            Ok::<_, std::convert::Infallible>(e.map(|e| self.decide(std::hint::black_box(e))))
+        };
+        match median_timed(
+            events.len(),
+            rounds.max(1),
+            timer_ns,
+            touch,
+            decide,
+            |_, _| {},
+        ) {
+            Ok(ns) => ns,
+            Err(never) => match never {},
         }
-        times.sort_unstable();
-        times.get(times.len() / 2).copied().unwrap_or(0)
     }
 
     /// Nanoseconds per decision over `rounds` passes (at least one) over the events.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clpe_core::{DecideOptions, Decision, Engine, EngineConfig, Event, Time};
-use floor::{AclWorkload, Floor, FloorEvent, Rule, timer_overhead};
+use floor::{AclWorkload, Floor, FloorEvent, Rule, median_timed, timer_overhead};
 
 #[global_allocator]
 static GLOBAL: clpe_alloc::MiMalloc = clpe_alloc::MiMalloc;
@@ -125,10 +125,10 @@ impl Checks<'_> {
 
 /// Times `decide` (event index → allowed) over the events in order, for about `budget` or
 /// `cap` decisions (whichever comes first; the clock is read between chunks that double,
-/// so a slow engine may run up to about twice the budget), after (with `warm`) an untimed
-/// warm-up of at most one pass and at most a quarter of the budget. Then decides, untimed, the first
-/// `check` events (at least 1,000) the timed loop did not reach, to count the allows
-/// among the first 1,000.
+/// so a slow engine may run up to about twice the budget), after (with `warm`) an
+/// untimed warm-up of at most one pass and at most a quarter of the budget. Then
+/// decides, untimed, the first `check` events (at least 1,000) the timed loop did not
+/// reach, to count the allows among the first 1,000.
 fn measure(
     n: usize,
     budget: Duration,
@@ -179,32 +179,6 @@ fn measure(
         p50_ns: None,
         allows_first: first_pass.iter().take(1000).filter(|a| **a).count(),
     })
-}
-
-/// The median of `rounds` passes of decisions timed one by one, as `clpe bench` times
-/// clpe's: `touch(i)` reads the event first, untimed; the clock's cost is taken off.
-/// Every decision is checked, after its timing.
-fn median_each(
-    n: usize,
-    rounds: usize,
-    timer_ns: u64,
-    checks: &mut Checks<'_>,
-    mut touch: impl FnMut(usize),
-    mut decide: impl FnMut(usize) -> Result<bool>,
-) -> Result<u64> {
-    let mut times = Vec::with_capacity(n * rounds);
-    for _ in 0..rounds {
-        for i in 0..n {
-            touch(i);
-            let t0 = Instant::now();
-            let allowed = decide(i)?;
-            let ns = (t0.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
-            checks.see(i, allowed);
-            times.push(ns);
-        }
-    }
-    times.sort_unstable();
-    Ok(times.get(times.len() / 2).copied().unwrap_or(0))
 }
 
 /// A name as it may appear in Cedar's and Rego's text unescaped (and without the `/`
@@ -573,7 +547,8 @@ fn main() -> Result<()> {
                 let touch = |i| {
                     std::hint::black_box(anchor_events.get(i).map(FloorEvent::touch));
                 };
-                let p50 = median_each(n, 5, timer_ns, &mut checks, touch, floor_decide)?;
+                let see = |i, allowed| checks.see(i, allowed);
+                let p50 = median_timed(n, 5, timer_ns, touch, floor_decide, see)?;
                 floors.push((mean_ns, p50));
                 Run {
                     mean_ns,
@@ -612,7 +587,8 @@ fn main() -> Result<()> {
                 let touch = |i| {
                     std::hint::black_box(events.get(i).map(Event::check));
                 };
-                let p50 = median_each(n, 10, timer_ns, &mut checks, touch, &mut clpe)?;
+                let see = |i, allowed| checks.see(i, allowed);
+                let p50 = median_timed(n, 10, timer_ns, touch, &mut clpe, see)?;
                 let (budget, cap, check) = (args.budget, 10 * n, args.check);
                 let mut run = measure(n, budget, cap, check, false, &mut checks, &mut clpe)?;
                 run.p50_ns = Some(p50);
